@@ -1,0 +1,1 @@
+"""Sequential baselines trained from scratch, and honest floors."""

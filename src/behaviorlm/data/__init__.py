@@ -1,0 +1,1 @@
+"""Event logs in: readers, importers, simulator, samples and splits."""

@@ -1,0 +1,147 @@
+"""The shapes every stage agrees on: events, samples, behavior statistics, a prepared dataset.
+
+A prepared dataset is a folder::
+
+    DIR/stats.json             behaviors (name, count, share, group, anchor), sample counts, settings
+    DIR/train.parquet          one row per sample (see SAMPLE_COLUMNS)
+    DIR/valid.parquet
+    DIR/test.parquet           next-behavior protocol: held-out users, natural distribution
+    DIR/balanced_test.parquet  long-tail protocol: N samples per behavior from held-out users
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from behaviorlm.errors import InputError
+
+SPLITS = ("train", "valid", "test", "balanced_test")
+EVENT_COLUMNS = ("user_id", "timestamp", "location", "behavior")
+"""The canonical event table: user_id (str), timestamp (naive local datetime64), location (str, "" if
+unknown), behavior (str). Sorted by (user_id, timestamp)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    time: datetime
+    place: str
+    behavior: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """(last-L events -> next event) for one user. ``target.behavior`` is the label."""
+
+    sample_id: str
+    user_id: str
+    history: tuple[Event, ...]
+    target: Event
+
+    @property
+    def label(self) -> str:
+        return self.target.behavior
+
+
+@dataclass(frozen=True)
+class BehaviorInfo:
+    name: str
+    count: int
+    share: float
+    group: str  # "head" | "medium" | "tail"
+    anchor: bool
+
+
+@dataclass
+class Stats:
+    behaviors: list[BehaviorInfo]
+    samples: dict[str, int]
+    settings: dict
+
+    @cached_property
+    def by_name(self) -> dict[str, BehaviorInfo]:
+        return {b.name: b for b in self.behaviors}
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.behaviors]
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return {b.name: b.group for b in self.behaviors}
+
+    @property
+    def anchors(self) -> set[str]:
+        return {b.name for b in self.behaviors if b.anchor}
+
+    def to_json(self) -> dict:
+        return {"behaviors": [asdict(b) for b in self.behaviors], "samples": self.samples, "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Stats:
+        return cls([BehaviorInfo(**b) for b in raw["behaviors"]], dict(raw["samples"]), dict(raw.get("settings", {})))
+
+
+def samples_to_frame(samples: list[Sample]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "sample_id": [s.sample_id for s in samples],
+        "user_id": [s.user_id for s in samples],
+        "history": [[{"time": e.time, "place": e.place, "behavior": e.behavior} for e in s.history] for s in samples],
+        "target_time": [s.target.time for s in samples],
+        "target_place": [s.target.place for s in samples],
+        "target_behavior": [s.target.behavior for s in samples],
+    })
+
+
+def samples_from_frame(frame: pd.DataFrame) -> list[Sample]:
+    out = []
+    for row in frame.itertuples(index=False):
+        history = tuple(Event(pd.Timestamp(e["time"]).to_pydatetime(), e["place"], e["behavior"]) for e in row.history)
+        target = Event(pd.Timestamp(row.target_time).to_pydatetime(), row.target_place, row.target_behavior)
+        out.append(Sample(str(row.sample_id), str(row.user_id), history, target))
+    return out
+
+
+def write_samples(samples: list[Sample], path: Path) -> None:
+    """Atomic: written to a temporary name, then renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    samples_to_frame(samples).to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def read_samples(path: Path) -> list[Sample]:
+    return samples_from_frame(pd.read_parquet(path))
+
+
+class PreparedData:
+    """A prepared dataset folder (see module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not (self.root / "stats.json").is_file():
+            raise InputError("not a prepared dataset (no stats.json); run `behaviorlm prepare` first", file=str(self.root))
+        self.stats = Stats.from_json(json.loads((self.root / "stats.json").read_text()))
+        self._cache: dict[str, list[Sample]] = {}
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        if name not in self._cache:
+            self._cache[name] = read_samples(self.root / f"{name}.parquet")
+        return self._cache[name]
+
+    @property
+    def candidates(self) -> list[str]:
+        """The candidate set shown in every prompt: all behaviors, in a fixed order."""
+        return sorted(self.stats.names)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Metrics, evaluation protocols, experiments and the report."""

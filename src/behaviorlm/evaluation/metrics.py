@@ -1,0 +1,54 @@
+"""The six metrics of the paper (Appendix B), plus top-k hit rates.
+
+- ``prec_w`` / ``rec_w``: precision and recall per class, weighted by the class's support
+  (rec_w equals Hit-Rate@1 / accuracy over samples).
+- ``overall``: recall averaged over the classes present in the evaluated labels;
+  ``head`` / ``medium`` / ``tail``: the same average restricted to one frequency group.
+A group with no evaluated class gets ``None`` (the paper prints "-").
+
+Appendix B writes Prec_w with weights TP_c + FP_c, which reduces to plain accuracy; the paper's tables
+(where Prec_w differs from Rec_w) match support weights TP_c + FN_c, as scikit-learn's ``average="weighted"``
+uses, so that is what ``prec_w`` is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+GROUPS = ("head", "medium", "tail")
+
+
+def per_class_recall(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
+    true = np.asarray(y_true, dtype=object)
+    pred = np.asarray(y_pred, dtype=object)
+    return {c: float(np.mean(pred[true == c] == c)) for c in sorted(set(true.tolist()))}
+
+
+def compute_metrics(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    groups: dict[str, str],
+    ranked: Sequence[Sequence[str]] | None = None,
+    ks: Sequence[int] = (1, 3, 5),
+) -> dict:
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    if not y_true:
+        return {"n": 0}
+    labels = sorted(set(y_true))
+    prec, rec, _, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="weighted", zero_division=0
+    )
+    recall = per_class_recall(y_true, y_pred)
+    out: dict = {"n": len(y_true), "prec_w": float(prec), "rec_w": float(rec), "overall": float(np.mean(list(recall.values())))}
+    for group in GROUPS:
+        values = [r for c, r in recall.items() if groups.get(c) == group]
+        out[group] = float(np.mean(values)) if values else None
+    if ranked is not None:
+        for k in ks:
+            out[f"hit@{k}"] = float(np.mean([t in list(r)[:k] for t, r in zip(y_true, ranked)]))
+    out["per_behavior"] = recall
+    return out

@@ -1,0 +1,1 @@
+"""Language-model core: loading, LoRA tuning, candidate ranking."""

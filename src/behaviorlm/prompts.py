@@ -1,0 +1,91 @@
+"""The paper's prompt (Section 3.1.1) in its three instruction formats (Appendix D).
+
+A prompt has five parts: task definition, role-play instruction, the history as
+"(day, hour, place, behavior)" items, the next event's day/hour/place ("next-intent-info")
+and the candidate set; the answer is the next behavior. The model code adds the chat template:
+the system turn carries the role and task, the user turn the instruction, the assistant turn the answer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+from behaviorlm.data.types import Event, Sample
+
+ROLE = "You are a smart mobile assistant that can infer the user's behavior preferences based on their history."
+TASK = "Predict the user's next behavior from the candidates."
+
+FORMATS = (
+    "This user has done behaviors {history} in the previous. "
+    "Day of the week, the hour, and the place of the next behavior are {next_info}, respectively. "
+    "Choose the answer from the following behavior candidate set: {candidates}. The answer is",
+    "The user's historical behavior information sequence is: {history}. "
+    "Day of the week, the hour, and the place of the next behavior are {next_info}, respectively. "
+    "Given the following behavior candidate set: {candidates}, recommend one intention for this user to do next. "
+    "The intent you recommend is",
+    "The behavior history of this user is: {history}. "
+    "Day of the week, the hour, and the place of the next behavior are {next_info}, respectively. "
+    "Recommend a next intention for this user to do from the following behavior candidate set: {candidates}. "
+    "The recommendation is",
+)
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+    answer: str | None
+
+    def messages(self, with_answer: bool = False) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        if with_answer and self.answer is not None:
+            msgs.append({"role": "assistant", "content": self.answer})
+        return msgs
+
+    def plain_text(self) -> str:
+        """For models without a chat template."""
+        return f"{self.system}\n{self.user}"
+
+
+def context_text(time: datetime, place: str) -> str:
+    return f"{DAYS[time.weekday()]}, {time.hour}, {place or 'unknown place'}"
+
+
+def event_text(event: Event) -> str:
+    return f"({context_text(event.time, event.place)}, {event.behavior})"
+
+
+def render(
+    history: tuple[Event, ...] | list[Event],
+    next_time: datetime,
+    next_place: str,
+    candidates: list[str],
+    format_id: int = 0,
+    answer: str | None = None,
+) -> Prompt:
+    user = FORMATS[format_id].format(
+        history=", ".join(event_text(e) for e in history),
+        next_info=f"({context_text(next_time, next_place)})",
+        candidates=", ".join(candidates),
+    )
+    return Prompt(system=f"{ROLE} {TASK}", user=user, answer=answer)
+
+
+def format_for(sample_id: str, seed: int = 0) -> int:
+    """The instruction format of a sample: drawn at random, but fixed per (sample, seed) so reruns agree."""
+    return random.Random(f"{seed}:{sample_id}").randrange(len(FORMATS))
+
+
+def render_sample(sample: Sample, candidates: list[str], seed: int = 0, with_answer: bool = True) -> Prompt:
+    return render(
+        sample.history,
+        sample.target.time,
+        sample.target.place,
+        candidates,
+        format_for(sample.sample_id, seed),
+        answer=sample.label if with_answer else None,
+    )

@@ -1,0 +1,1 @@
+"""The BehaviorLM recipe: A-Tuning, difficulty-based selection, B-Tuning, the resumable pipeline."""

@@ -1,0 +1,1 @@
+"""Prediction as a service: Python API, batch prediction, HTTP server."""
