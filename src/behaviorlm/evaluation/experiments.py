@@ -1,0 +1,194 @@
+"""``behaviorlm experiment``: the paper's experiment suite on one run folder.
+
+Every experiment runs the same resumable pipeline with a changed configuration; tuning stages shared
+between experiments (one A-Tuning serves BehaviorLM, its ablations and the few-shot curve) are computed
+once. Results go to ``RUN/experiments/<name>.json``, which ``behaviorlm report`` turns into tables and
+figures:
+
+- ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec and the floors, mean +- std over seeds
+- ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol)
+- ``few-shot``     Figure 3b: B-Tuning with F samples per behavior
+- ``anchor-tail``  Figures 1c and 4: anchor vs tail accuracy of ft, anchor-only, tail-first, BehaviorLM
+- ``sample-efficiency``  Figure 5: SASRec on growing fractions of the training data vs BehaviorLM
+- ``embedding-map``      Figure 1b: the base model's embeddings of behavior names, PCA to 2-D
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from behaviorlm.config import RunConfig, load_config
+from behaviorlm.data.types import write_json_atomic
+from behaviorlm.recipe.pipeline import Pipeline
+from behaviorlm.recipe.stages import ModelStage, model_stage
+
+GROUPS = ("overall", "head", "medium", "tail")
+METRICS = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
+COMPARED = ["zero-shot", "ft", "anchor-only", "behaviorlm"]
+BASELINES = ["sasrec", "bert4rec", "markov", "most-frequent"]
+ABLATIONS = ["no-aux", "no-dds", "no-cds", "no-a-tuning"]
+
+
+def with_updates(config: RunConfig, **sections) -> RunConfig:
+    raw = config.model_dump()
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw[key] = {**(raw.get(key) or {}), **value}
+        else:
+            raw[key] = value
+    return RunConfig.model_validate(raw)
+
+
+def seeded(config: RunConfig, seed: int) -> RunConfig:
+    b_train = None if config.b_train is None else {**config.b_train.model_dump(), "seed": seed}
+    return with_updates(config, train={"seed": seed}, selection={"seed": seed}, b_train=b_train)
+
+
+def mean_std(values: list[float | None]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def comparison(config: RunConfig, root: Path, seeds: list[int]) -> dict:
+    per_seed: dict[str, list[dict]] = {}
+    for seed in seeds:
+        cfg = with_updates(seeded(config, seed), variants=COMPARED, baselines=BASELINES)
+        results = Pipeline(cfg, root, root / "experiments" / "comparison" / f"seed-{seed}").execute()
+        for model, result in results.items():
+            per_seed.setdefault(model, []).append(result)
+    rows = [
+        {
+            "model": model,
+            "seeds": seeds,
+            **{p: {m: mean_std([r[p][m] for r in results]) for m in METRICS} for p in ("next_behavior", "long_tail")},
+        }
+        for model, results in per_seed.items()
+    ]
+    return {"rows": rows}
+
+
+def relative_change(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return 100.0 * (value - reference) / reference
+
+
+def ablations(config: RunConfig, root: Path) -> dict:
+    cfg = with_updates(config, variants=["behaviorlm", *ABLATIONS], baselines=[])
+    results = Pipeline(cfg, root, root / "experiments" / "ablations").execute()
+    reference = results["behaviorlm"]["long_tail"]
+    rows = [
+        {"variant": v, **{g: relative_change(results[v]["long_tail"][g], reference[g]) for g in GROUPS},
+         "absolute": {g: results[v]["long_tail"][g] for g in GROUPS}}
+        for v in ABLATIONS
+    ]
+    return {"reference": "behaviorlm", "reference_absolute": {g: reference[g] for g in GROUPS}, "rows": rows}
+
+
+def few_shot(config: RunConfig, root: Path, shots: list[int]) -> dict:
+    points = []
+    for f in shots:
+        cfg = with_updates(config, variants=["behaviorlm"], baselines=[], selection={"per_behavior": f})
+        result = Pipeline(cfg, root, root / "experiments" / "few_shot" / f"F-{f}").execute()["behaviorlm"]
+        points.append({"F": f, **{g: result["long_tail"][g] for g in GROUPS}})
+    return {"points": points}
+
+
+def anchor_tail(config: RunConfig, root: Path) -> dict:
+    import json
+
+    cfg = with_updates(config, variants=["ft", "anchor-only", "tail-first", "behaviorlm"], baselines=[])
+    eval_root = root / "experiments" / "anchor_tail"
+    pipeline = Pipeline(cfg, root, eval_root)
+    pipeline.execute()
+    anchors = pipeline.data.stats.anchors
+    rows = []
+    for variant in cfg.variants:
+        recall = json.loads((eval_root / variant / "metrics.json").read_text())["long_tail"]["per_behavior"]
+        anchor = [r for b, r in recall.items() if b in anchors]
+        tail = [r for b, r in recall.items() if b not in anchors]
+        rows.append({"model": variant, "anchor": statistics.fmean(anchor) if anchor else None,
+                     "tail": statistics.fmean(tail) if tail else None})
+    return {"rows": rows}
+
+
+def sample_efficiency(config: RunConfig, root: Path, fractions: list[float]) -> dict:
+    from behaviorlm.baselines.cli import run_baseline
+
+    pipeline = Pipeline(with_updates(config, variants=["behaviorlm"], baselines=[]), root,
+                        root / "experiments" / "sample_efficiency")
+    results = pipeline.execute()
+    manifest = pipeline.run.manifest["stages"]
+    behaviorlm = model_stage("behaviorlm")
+    tuned = sum(manifest[pipeline.stage_name(key)]["result"]["behavior_samples"]
+                for key in (ModelStage(behaviorlm.stage_one).tune_key, behaviorlm.tune_key))
+    points = [{"model": "behaviorlm", "train_samples": tuned,
+               **{k: results["behaviorlm"]["long_tail"][k] for k in ("overall",)},
+               "rec_w": results["behaviorlm"]["next_behavior"]["rec_w"]}]
+    for fraction in fractions:
+        out = root / "experiments" / "sample_efficiency" / f"sasrec-{fraction:g}"
+        metrics = run_baseline("sasrec", pipeline.data, out, seed=config.train.seed, train_fraction=fraction)
+        points.append({"model": "sasrec", "fraction": fraction, "train_samples": metrics.get("train_samples"),
+                       "overall": metrics["long_tail"]["overall"], "rec_w": metrics["next_behavior"]["rec_w"]})
+    return {"points": points}
+
+
+def embedding_map(config: RunConfig, root: Path) -> dict:
+    from behaviorlm.evaluation.embedding_map import behavior_embedding_map
+    from behaviorlm.lm.loading import load_model
+
+    pipeline = Pipeline(with_updates(config, variants=[], baselines=[]), root, root / "experiments")
+    pipeline.execute()
+    model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype,
+                                  trust_remote_code=config.model.trust_remote_code)
+    return {"model": config.model.name, **behavior_embedding_map(model, tokenizer, pipeline.data.stats)}
+
+
+EXPERIMENTS = ("comparison", "ablations", "few-shot", "anchor-tail", "sample-efficiency", "embedding-map")
+
+
+def run_experiment(name: str, config: RunConfig, root: Path, seeds: list[int], shots: list[int],
+                   fractions: list[float]) -> dict:
+    if name == "comparison":
+        result = comparison(config, root, seeds)
+    elif name == "ablations":
+        result = ablations(config, root)
+    elif name == "few-shot":
+        result = few_shot(config, root, shots)
+    elif name == "anchor-tail":
+        result = anchor_tail(config, root)
+    elif name == "sample-efficiency":
+        result = sample_efficiency(config, root, fractions)
+    else:
+        result = embedding_map(config, root)
+    (root / "experiments").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(result, root / "experiments" / f"{name.replace('-', '_')}.json")
+    return result
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", choices=[*EXPERIMENTS, "all"], help="experiments to run, in order")
+    parser.add_argument("--config", required=True, help="YAML run configuration (as for `behaviorlm run`)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>); shared with `behaviorlm run`")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.max_train_samples=200")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the comparison (default 0 1 2)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20, 50],
+                        help="F values of the few-shot curve (default 1 5 10 20 50)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0],
+                        help="training-data fractions for SASRec in the sample-efficiency curve")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    root = Path(args.out or Path("runs") / Path(args.config).stem)
+    names = list(EXPERIMENTS) if "all" in args.names else args.names
+    for name in names:
+        print(f"[behaviorlm] experiment {name}")
+        run_experiment(name, config, root, args.seeds, args.shots, args.fractions)
+        print(f"[behaviorlm] wrote {root / 'experiments' / (name.replace('-', '_') + '.json')}")
+    return 0

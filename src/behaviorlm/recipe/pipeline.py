@@ -1,0 +1,332 @@
+"""``behaviorlm run``: event log -> prepared data -> A-Tuning -> selection -> B-Tuning -> evaluation.
+
+The run folder is the unit a user handles::
+
+    RUN/config.yaml          the resolved configuration
+    RUN/manifest.json        per stage: fingerprint, status, seconds, result; input hashes; versions
+    RUN/data/                the prepared dataset (stats.json + splits)
+    RUN/stages/<stage>-<fp>/ each tuning stage's checkpoints and adapter, each selection's samples
+    RUN/<variant>/           metrics.json, predictions.parquet, model.json of every evaluated model
+    RUN/baselines/<name>/    metrics.json of the sequential baselines
+
+Each stage has a fingerprint (fp): a hash of the configuration it reads and of its upstream stages'
+fingerprints. Rerunning skips stages whose fingerprint is unchanged and done, resumes a stage that was
+interrupted (tuning continues from its last checkpoint), and reruns a stage whose configuration changed
+together with everything downstream of it. Tuning and selection folders carry their fingerprint in
+their name, so the experiments (seeds, ablations, few-shot curve) share one run folder and reuse every
+stage they have in common, e.g. one A-Tuning for BehaviorLM and its B-Tuning ablations.
+
+Launch on several GPUs with ``accelerate launch -m behaviorlm.cli run --config configs/llama-8b-gpu.yaml``:
+tuning runs under Hugging Face Trainer, which shards the batches across processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from behaviorlm.config import RunConfig, dump_config, load_config
+from behaviorlm.data.types import PreparedData, write_json_atomic, write_samples
+from behaviorlm.errors import InputError
+from behaviorlm.recipe import stages
+from behaviorlm.recipe.selection import select_balanced
+
+
+def fingerprint(*parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("behaviorlm", "torch", "transformers", "peft", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Run:
+    """A run folder with its manifest; ``stage()`` runs a step unless it is already done."""
+
+    def __init__(self, root: Path, config: RunConfig):
+        self.root = root
+        self.config = config
+        self.manifest_path = root / "manifest.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
+        self.log: Callable[[str], None] = lambda message: print(f"[behaviorlm] {message}", file=sys.stderr, flush=True)
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.manifest, self.manifest_path)
+
+    def stage(self, name: str, folder: Path, fp: str, step: Callable[[Path], dict]) -> dict:
+        record = self.manifest["stages"].get(name)
+        if record and record["fingerprint"] == fp and record["status"] == "done" and folder.exists():
+            self.log(f"{name}: done, skipped")
+            return record["result"]
+        if folder.exists() and (record is None or record["fingerprint"] != fp):
+            self.log(f"{name}: configuration changed, starting over")
+            shutil.rmtree(folder)
+        resuming = folder.exists()
+        self.log(f"{name}: {'resuming' if resuming else 'running'}")
+        started = time.perf_counter()
+        self.manifest["stages"][name] = {
+            "fingerprint": fp, "status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.save_manifest()
+        result = step(folder)
+        seconds = time.perf_counter() - started
+        self.manifest["stages"][name] = {
+            "fingerprint": fp, "status": "done", "seconds": round(seconds, 1), "resumed": resuming, "result": result,
+        }
+        self.save_manifest()
+        self.log(f"{name}: done in {seconds:.0f} s")
+        return result
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, root: Path, eval_root: Path | None = None):
+        self.config = config
+        self.root = root
+        self.eval_root = eval_root or root
+        """Where each variant's metrics go: RUN itself for the main job, a sub-folder for an experiment."""
+        self.run = Run(root, config)
+        self.data: PreparedData | None = None
+        self.fp: dict[str, str] = {}
+
+    # -- stages --------------------------------------------------------------------------------
+    def prepare(self) -> PreparedData:
+        from behaviorlm.data.prepare import prepare_dataset
+
+        cfg = self.config
+        inputs = {"events_sha256": file_sha256(cfg.data.events)}
+        self.run.manifest["inputs"] = inputs
+        fp = fingerprint(cfg.data.model_dump(), cfg.simulator.model_dump() if cfg.data.events is None else None, inputs)
+        folder = self.root / "data"
+
+        def step(out: Path) -> dict:
+            if out.exists():  # an interrupted prepare: it writes atomically, so start over
+                shutil.rmtree(out)
+            data = prepare_dataset(cfg.data, out, simulator=cfg.simulator)
+            return {"samples": data.stats.samples, "behaviors": len(data.stats.behaviors)}
+
+        self.run.stage("data", folder, fp, step)
+        self.fp["data"] = fp
+        self.data = PreparedData(folder)
+        return self.data
+
+    def tune_stage(self, model_stage: stages.ModelStage) -> str:
+        """Runs (or skips) the tuning stages behind ``model_stage``; returns the adapter path relative to RUN."""
+        if model_stage.tune_key in self.fp:
+            return self.run.manifest["stages"][self.stage_name(model_stage.tune_key)]["result"]["adapter"]
+        key = model_stage.tune_key
+        cfg = self.config
+        data = self.data
+        if model_stage.selection is None:
+            subset = model_stage.stage_one
+            samples = stages.stage_one_samples(subset, data, cfg.train)
+            n_aux = stages.aux_count(subset, len(samples), cfg)
+            fp = fingerprint(self.fp["data"], subset, cfg.model.model_dump(), cfg.lora.model_dump(),
+                             cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None)
+            init_adapter, train_cfg = None, cfg.train
+        else:
+            stage_one = stages.ModelStage(model_stage.stage_one)
+            init_adapter = str(self.root / self.tune_stage(stage_one))
+            samples = self.select(model_stage, init_adapter)
+            n_aux = 0
+            fp = fingerprint(self.fp[model_stage.select_key], cfg.b_tuning.model_dump())
+            train_cfg = cfg.b_tuning
+
+        def step(out: Path) -> dict:
+            return self._tune(out, samples, n_aux, train_cfg, init_adapter)
+
+        self.fp[key] = fp
+        name = self.stage_name(key)
+        return self.run.stage(name, self.root / "stages" / name, fp, step)["adapter"]
+
+    def stage_name(self, key: str) -> str:
+        return f"{key}-{self.fp[key][:8]}"
+
+    def _tune(self, out: Path, samples, n_aux: int, train_cfg, init_adapter: str | None) -> dict:
+        from behaviorlm.data.chat import auxiliary_examples
+        from behaviorlm.lm.loading import load_model
+        from behaviorlm.lm.tuning import tune
+
+        cfg = self.config
+        model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
+                                      trust_remote_code=cfg.model.trust_remote_code)
+        examples = stages.chat_examples(samples, self.data, train_cfg.seed)
+        if n_aux:
+            examples += auxiliary_examples(n_aux, tokenizer, cfg.aux, train_cfg.seed)
+        self.run.log(f"tuning on {len(samples)} behavior samples + {n_aux} conversations")
+        result = tune(model, tokenizer, examples, out, cfg.lora, train_cfg, init_adapter=init_adapter,
+                      validate=self._validator(train_cfg))
+        return {
+            "adapter": stages.relative(result.adapter_dir, self.root),
+            "behavior_samples": len(samples), "aux_conversations": n_aux,
+            "steps": result.steps, "tokens": result.tokens, "train_seconds": round(result.seconds, 1),
+            "best_metric": result.best_metric,
+        }
+
+    def _validator(self, train_cfg):
+        """Accuracy on a fixed validation subset, used by tuning to keep the best checkpoint."""
+        if not train_cfg.eval_samples:
+            return None
+        from behaviorlm.lm.ranking import CandidateRanker
+        from behaviorlm.prompts import render_sample
+
+        valid = stages.cap(self.data.split("valid"), train_cfg.eval_samples, train_cfg.seed)
+        prompts = [render_sample(s, self.data.candidates, train_cfg.seed, with_answer=False) for s in valid]
+        candidates = self.data.candidates
+
+        def validate(model, tokenizer) -> float:
+            ranked = CandidateRanker(model, tokenizer, batch_size=self.config.eval.batch_size).rank(prompts, candidates, k=1)
+            return sum(r[0][0] == s.label for r, s in zip(ranked, valid)) / len(valid)
+
+        return validate
+
+    def select(self, model_stage: stages.ModelStage, scorer_adapter: str) -> list:
+        key = model_stage.select_key
+        cfg = self.config
+        sel_cfg = stages.selection_config(model_stage.selection, cfg)
+        fp = fingerprint(self.fp[stages.ModelStage(model_stage.stage_one).tune_key], sel_cfg.model_dump(),
+                         cfg.eval.batch_size)
+        self.fp[key] = fp
+        folder = self.root / "stages" / self.stage_name(key)
+        data = self.data
+
+        def step(out: Path) -> dict:
+            out.mkdir(parents=True, exist_ok=True)
+            predict_top1 = self._top1_predictor(scorer_adapter) if sel_cfg.difficulty else (lambda s: [])
+            result = select_balanced(data.split("train"), data.stats.anchors, predict_top1, sel_cfg,
+                                     chunk_size=cfg.eval.batch_size)
+            write_samples(result.samples, out / "selected.parquet")
+            summary = result.summary()
+            write_json_atomic(summary, out / "selection.json")
+            return {k: v for k, v in summary.items() if k not in ("kinds", "scanned")}
+
+        self.run.stage(self.stage_name(key), folder, fp, step)
+        from behaviorlm.data.types import read_samples
+
+        return read_samples(folder / "selected.parquet")
+
+    def _top1_predictor(self, adapter: str):
+        from behaviorlm.lm.loading import load_model
+        from behaviorlm.lm.ranking import CandidateRanker
+        from behaviorlm.prompts import render_sample
+
+        cfg = self.config
+        model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, adapter=adapter,
+                                      trust_remote_code=cfg.model.trust_remote_code)
+        ranker = CandidateRanker(model, tokenizer, batch_size=cfg.eval.batch_size)
+        candidates = self.data.candidates
+
+        def predict_top1(samples) -> list[str]:
+            prompts = [render_sample(s, candidates, cfg.train.seed, with_answer=False) for s in samples]
+            return [r[0][0] for r in ranker.rank(prompts, candidates, k=1)]
+
+        return predict_top1
+
+    def evaluate(self, variant: str) -> dict:
+        from behaviorlm.evaluation.evaluate import evaluate_model
+        from behaviorlm.lm.loading import load_model
+
+        cfg = self.config
+        model_stage = stages.model_stage(variant)
+        adapter = self.tune_stage(model_stage) if model_stage else None
+        upstream = self.fp[model_stage.tune_key] if model_stage else fingerprint(cfg.model.model_dump())
+        fp = fingerprint(self.fp["data"], upstream, cfg.eval.model_dump(), cfg.train.seed)
+
+        def step(out: Path) -> dict:
+            model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
+                                          adapter=str(self.root / adapter) if adapter else None,
+                                          trust_remote_code=cfg.model.trust_remote_code)
+            info = {"base_model": cfg.model.name, "adapter": adapter, "prompt_seed": cfg.train.seed}
+            metrics = evaluate_model(model, tokenizer, self.data, out, variant, cfg.eval,
+                                     prompt_seed=cfg.train.seed, model_info=info)
+            return summarize(metrics)
+
+        folder = self.eval_root / variant
+        return self.run.stage(f"evaluate-{stages.relative(folder, self.root)}", folder, fp, step)
+
+    def baseline(self, name: str) -> dict:
+        from behaviorlm.baselines.cli import run_baseline
+
+        seed = self.config.train.seed
+        fp = fingerprint(self.fp["data"], name, seed)
+
+        def step(out: Path) -> dict:
+            return summarize(run_baseline(name, self.data, out, seed=seed))
+
+        folder = self.eval_root / "baselines" / name
+        return self.run.stage(f"baseline-{stages.relative(folder, self.root)}", folder, fp, step)
+
+    # -- the whole run ---------------------------------------------------------------------------
+    def execute(self) -> dict[str, dict]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.eval_root == self.root:
+            (self.root / "config.yaml").write_text(dump_config(self.config))
+        self.run.manifest.update({"versions": package_versions(), "created": self.run.manifest.get(
+            "created", datetime.now(timezone.utc).isoformat(timespec="seconds"))})
+        started = time.perf_counter()
+        self.prepare()
+        results = {variant: self.evaluate(variant) for variant in self.config.variants}
+        for name in self.config.baselines:
+            results[name] = self.baseline(name)
+        self.run.manifest["last_run_seconds"] = round(time.perf_counter() - started, 1)
+        self.run.save_manifest()
+        return results
+
+
+def summarize(metrics: dict) -> dict:
+    keys = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
+    return {p: {k: metrics[p].get(k) for k in keys} for p in ("next_behavior", "long_tail") if p in metrics}
+
+
+def print_table(results: dict[str, dict]) -> None:
+    keys = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
+    header = f"{'model':<14}" + "".join(f"{k:>9}" for k in keys[:2]) + " |" + "".join(f"{k:>9}" for k in keys[2:])
+    print(header)
+    for name, result in results.items():
+        nb, lt = result.get("next_behavior", {}), result.get("long_tail", {})
+        cells = [nb.get(k) for k in keys[:2]] + [lt.get(k) for k in keys[2:]]
+        text = ["      -  " if v is None else f"{v:9.3f}" for v in cells]
+        print(f"{name:<14}" + "".join(text[:2]) + " |" + "".join(text[2:]))
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML run configuration (see configs/)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>); rerun to resume")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=2 --set variants=[ft,behaviorlm]")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    root = Path(args.out or Path("runs") / Path(args.config).stem)
+    if config.data.events is not None and not Path(config.data.events).is_file():
+        raise InputError("events file not found", file=config.data.events)
+    results = Pipeline(config, root).execute()
+    print(f"\nrun folder: {root}   (next-behavior: prec_w rec_w | long-tail: overall head medium tail)")
+    print_table(results)
+    return 0
