@@ -1,0 +1,63 @@
+"""``behaviorlm baseline NAME --data DIR --out OUT``: train and evaluate one traditional baseline."""
+
+from __future__ import annotations
+
+import argparse
+
+from behaviorlm.baselines.run import BASELINES
+
+NEURAL = ("sasrec", "bert4rec")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=BASELINES,
+                        help="sasrec / bert4rec: transformers trained from scratch; markov: P(next | last behavior); "
+                             "most-frequent: the history's most frequent behavior")
+    parser.add_argument("--data", required=True, help="prepared dataset folder (made by `behaviorlm prepare`)")
+    parser.add_argument("--out", required=True, help="output folder; OUT/metrics.json is written there")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, masking and subsampling")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on this seeded fraction of the training samples (sample-efficiency curves)")
+    parser.add_argument("--max-train-samples", type=int, default=None,
+                        help="cap the number of training samples (after --train-fraction)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="score only the first N samples of each test split (to match a limited LLM evaluation)")
+    neural = parser.add_argument_group("sasrec / bert4rec options")
+    neural.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default 30)")
+    neural.add_argument("--patience", type=int, default=None,
+                        help="stop after this many epochs without a better validation accuracy (default 3)")
+    neural.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
+    neural.add_argument("--hidden", type=int, default=None, help="hidden size (default 64)")
+    neural.add_argument("--layers", type=int, default=None, help="transformer layers (default 2)")
+    neural.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    neural.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default 1: these models are small, and one thread is fastest on a "
+                             "busy machine; results are reproducible for a given thread count)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from behaviorlm.baselines.run import run_baseline
+    from behaviorlm.data.types import PreparedData
+    from behaviorlm.errors import InputError
+
+    hparams = {"max_train_samples": args.max_train_samples}
+    options = {"epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size,
+               "hidden": args.hidden, "layers": args.layers, "lr": args.lr, "threads": args.threads}
+    given = {k: v for k, v in options.items() if v is not None}
+    if args.name in NEURAL:
+        hparams.update(given, progress=not args.quiet)
+    elif given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise InputError(f"{flags}: only for sasrec and bert4rec, not {args.name}")
+    data = PreparedData(args.data)
+    metrics = run_baseline(args.name, data, args.out, seed=args.seed, train_fraction=args.train_fraction,
+                           limit=args.limit, **hparams)
+    for protocol in ("next_behavior", "long_tail"):
+        m = metrics[protocol]
+        if m.get("n"):
+            cells = " ".join(f"{k}={m[k]:.4f}" if m[k] is not None else f"{k}=-"
+                             for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail"))
+            print(f"{args.name} {protocol} (n={m['n']}): {cells}")
+    print(f"trained on {metrics['train_samples']} samples in {metrics['seconds']:.1f}s; wrote {args.out}/metrics.json")
+    return 0
