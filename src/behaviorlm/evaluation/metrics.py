@@ -36,7 +36,9 @@ def compute_metrics(
 ) -> dict:
     if len(y_true) != len(y_pred):
         raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
-    if not y_true:
+    if ranked is not None and len(ranked) != len(y_true):
+        raise ValueError(f"{len(y_true)} labels but {len(ranked)} rankings")
+    if len(y_true) == 0:  # not `not y_true`: numpy arrays and pandas Series have no truth value
         return {"n": 0}
     labels = sorted(set(y_true))
     prec, rec, _, _ = precision_recall_fscore_support(

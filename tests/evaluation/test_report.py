@@ -1,0 +1,249 @@
+"""The report renders every table and figure from a tiny made-up run folder, offline, and degrades gracefully."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from behaviorlm.cli import main
+from behaviorlm.errors import InputError
+from behaviorlm.evaluation.report import render_report
+
+BEHAVIORS = [  # name, share, group, anchor
+    ("Convenience Store", 0.30, "head", True), ("Train Station", 0.22, "head", True),
+    ("Office", 0.15, "head", True), ("Ramen Restaurant", 0.10, "head", True),
+    ("Park", 0.07, "head", True), ("Coffee Shop", 0.05, "medium", True),
+    ("Bookstore", 0.04, "medium", True), ("Gym", 0.03, "medium", True),
+    ("Shrine", 0.02, "medium", True), ("Museum", 0.008, "tail", False),
+    ("Karaoke & Bar $^$", 0.006, "tail", False), ("Zoo", 0.004, "tail", False),
+    ("Hot Spring", 0.0015, "tail", False), ("Planetarium", 0.0005, "tail", False),
+]
+MODELS = ["zero-shot", "ft", "behaviorlm"]
+BASELINES = ["sasrec", "markov"]
+FIGURE_IDS = ["fig-long-tail", "fig-group-accuracy", "fig-anchor-tail", "fig-few-shot", "fig-sample-efficiency",
+              "fig-embedding-map", "fig-confusion"]
+TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-comparison", "table-hits", "table-ablations",
+             "table-per-behavior", "table-confusion"]
+
+
+def fake_metrics(rng: np.random.Generator, name: str, hits: bool = True) -> dict:
+    def protocol() -> dict:
+        per = {b: float(rng.uniform(0.05, 0.9)) for b, *_ in BEHAVIORS}
+        groups = {g: float(np.mean([per[b] for b, _, gg, _ in BEHAVIORS if gg == g])) for g in ("head", "medium", "tail")}
+        out = {"n": 140, "prec_w": float(rng.uniform(0.3, 0.7)), "rec_w": float(rng.uniform(0.3, 0.7)),
+               "overall": float(np.mean(list(per.values()))), **groups, "per_behavior": per}
+        if hits:
+            out |= {"hit@1": out["rec_w"], "hit@3": min(1.0, out["rec_w"] + 0.2), "hit@5": min(1.0, out["rec_w"] + 0.3)}
+        return out
+
+    return {"model": name, "next_behavior": protocol(), "long_tail": protocol(), "seconds": float(rng.uniform(5, 500))}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def write_stats(run: Path) -> None:
+    behaviors = [{"name": n, "count": int(s * 10000), "share": s, "group": g, "anchor": a} for n, s, g, a in BEHAVIORS]
+    write_json(run / "data" / "stats.json", {"behaviors": behaviors,
+                                             "samples": {"train": 800, "valid": 100, "test": 100, "balanced_test": 140},
+                                             "settings": {"anchor_threshold": 0.01}})
+
+
+def write_predictions(run: Path, name: str, rng: np.random.Generator) -> None:
+    names = [b for b, *_ in BEHAVIORS]
+    rows = []
+    for split, n in (("test", 30), ("balanced_test", 70)):
+        for i in range(n):
+            label = names[i % len(names)] if split == "balanced_test" else names[int(rng.integers(0, 4))]
+            ranked = list(rng.permutation(names))
+            rows.append({"sample_id": f"{split}-{i}", "split": split, "label": label,
+                         "top": [{"behavior": b, "probability": float(p)} for b, p in zip(ranked[:3], (0.5, 0.3, 0.2))]})
+    pd.DataFrame(rows).to_parquet(run / name / "predictions.parquet", index=False)
+
+
+def make_full_run(run: Path) -> Path:
+    rng = np.random.default_rng(0)
+    write_stats(run)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"events": "events.csv", "format": "llmob"},
+                                                     "model": {"name": "smollm2-135m"}}))
+    write_json(run / "manifest.json", {"stages": {"prepare": {"seconds": 3.2, "status": "done"},
+                                                  "tune-anchor": {"seconds": 4021.0, "status": "done"},
+                                                  "evaluate-behaviorlm": {"seconds": 75.5, "status": "done"}},
+                                       "versions": {"behaviorlm": "0.1.0", "torch": "2.x"}, "last_run_seconds": 4100})
+    for name in MODELS:
+        write_json(run / name / "metrics.json", fake_metrics(rng, name))
+        write_predictions(run, name, rng)
+    for name in BASELINES:
+        write_json(run / "baselines" / name / "metrics.json", fake_metrics(rng, name, hits=name == "sasrec"))
+    write_json(run / "selection" / "selection.json", {
+        "selected": 60, "scored": 180, "seconds": 95.0,
+        "kinds": {b: {"dds_cds": 2, "dds_only": 1, "random": 1} for b, *_ in BEHAVIORS},
+        "scanned": {b: 12 for b, *_ in BEHAVIORS}})
+    def stat() -> dict:
+        return {k: {"mean": float(rng.uniform(0.2, 0.6)), "std": float(rng.uniform(0, 0.03))}
+                for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail")}
+
+    write_json(run / "experiments" / "comparison.json", {"rows": [
+        {"model": m, "seeds": [0, 1, 2], "next_behavior": stat(), "long_tail": stat()} for m in MODELS + BASELINES]})
+    write_json(run / "experiments" / "anchor_tail.json", {"rows": [
+        {"model": "ft", "anchor": 0.99, "tail": 0.01}, {"model": "anchor-only", "anchor": 0.45, "tail": 0.3},
+        {"model": "tail-first", "anchor": 0.35, "tail": 0.25}]})
+    write_json(run / "experiments" / "ablations.json", {"reference": "behaviorlm", "reference_absolute": {
+        "overall": 0.4238, "head": 0.5392, "medium": 0.4353, "tail": 0.3912}, "rows": [
+        {"variant": "no-aux", "overall": -4.71, "head": -1.07, "medium": -5.99, "tail": -4.58},
+        {"variant": "no-dds", "overall": -6.23, "head": -4.34, "medium": -7.66, "tail": -5.62},
+        {"variant": "no-cds", "overall": -5.5, "head": -3.24, "medium": -6.83, "tail": -5.02},
+        {"variant": "no-a-tuning", "overall": -10.0, "head": -2.77, "medium": -11.74, "tail": 1.5}]})
+    write_json(run / "experiments" / "few_shot.json", {"points": [
+        {"F": f, "overall": 0.2 + 0.05 * i, "head": 0.4 + 0.02 * i, "medium": 0.2 + 0.04 * i, "tail": 0.1 + 0.06 * i}
+        for i, f in enumerate((1, 5, 10, 20, 50))]})
+    write_json(run / "experiments" / "sample_efficiency.json", {"points": [
+        {"model": "sasrec", "train_samples": n, "overall": 0.05 + 0.03 * i, "rec_w": 0.2 + 0.05 * i}
+        for i, n in enumerate((500, 1000, 5000, 20000, 80000))] + [
+        {"model": "behaviorlm", "train_samples": 2000, "overall": 0.2, "rec_w": 0.4}]})
+    write_json(run / "experiments" / "embedding_map.json", {"model": "smollm2-135m", "explained_variance": [0.3, 0.2],
+                                                          "points": [{"behavior": b, "x": float(rng.normal()),
+                                                                      "y": float(rng.normal()), "anchor": a, "share": s}
+                                                                     for b, s, _, a in BEHAVIORS]})
+    return run
+
+
+def figure_ids(html: str) -> list[str]:
+    return re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[Path, str, str]:
+    """Rendered once for the module: figures cost seconds each on a small CPU."""
+    run = make_full_run(tmp_path_factory.mktemp("report") / "run")
+    html_path, md_path = render_report(run)
+    return run, html_path.read_text(), md_path.read_text()
+
+
+def test_full_run_has_every_figure_and_table_and_is_offline(full_report):
+    run, html, md = full_report
+    assert figure_ids(html) == FIGURE_IDS
+    for table_id in TABLE_IDS + ["table-selection-selection"]:
+        assert re.search(f'<table id="{table_id}"[ >]', html), table_id
+    assert 'id="not-run"' not in html
+    # Offline: no external resources at all (no scripts, stylesheets or links to the web).
+    assert not re.search(r"https?://", html)
+    assert "<script" not in html and "<link" not in html
+    # Every figure is also a PNG file the Markdown refers to.
+    for fig in FIGURE_IDS:
+        png = run / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](figures/{fig}.png)" in md
+    assert "| Model | Seeds | NB Prec_w" in md
+
+
+def test_table_contents(full_report):
+    _, html, _ = full_report
+    overall = html[html.index('<table id="table-overall">'):html.index("</table>", html.index('id="table-overall"'))]
+    # Baselines first, BehaviorLM last, with an improvement row; 5 models, each with 12 metric cells.
+    order = [overall.index(label) for label in ("Markov chain", "SASRec", "LLM zero-shot (NT)", "LLM-FT", "BehaviorLM<")]
+    assert order == sorted(order)
+    assert "Improv. vs best other" in overall
+    assert overall.count("<tr>") == 2 + 5 + 1
+    assert overall.count("<b>") >= 12  # one best per metric column
+    ablations = html[html.index('id="table-ablations"'):]
+    assert "<b>-10.00%</b>" in ablations.split("</table>")[0] and "+1.50%" in ablations
+    assert "overall 0.4238" in ablations
+    # Per-behavior table: one row per behavior, sorted by share.
+    per = html[html.index('id="table-per-behavior"'):].split("</table>")[0]
+    assert per.count("<tr>") == 1 + len(BEHAVIORS)
+    assert per.index("Convenience Store") < per.index("Museum") < per.index("Planetarium")
+    # Selection totals: 14 behaviors x (2, 1, 1).
+    selection = html[html.index('id="table-selection-selection"'):].split("</table>")[0]
+    assert "<td>Total</td><td></td><td></td><td>28</td><td>14</td><td>14</td><td>56</td><td>168</td>" in selection
+    assert "Karaoke &amp; Bar $^$" in html  # escaped in HTML, not math in figures
+    assert "180 training samples scored by the stage-one model in 1 min 35 s" in html
+
+
+def test_anchor_tail_accuracy_from_metrics_and_experiment(tmp_path):
+    from behaviorlm.evaluation.report import anchor_tail_accuracy, load_run
+
+    run = load_run(make_full_run(tmp_path / "run"))
+    accuracy = anchor_tail_accuracy(run)
+    per = json.loads((tmp_path / "run" / "ft" / "metrics.json").read_text())["long_tail"]["per_behavior"]
+    anchors = [per[b] for b, _, _, a in BEHAVIORS if a]
+    tails = [per[b] for b, _, _, a in BEHAVIORS if not a]
+    # Computed from the run's own metrics.json wins over the experiment's row for the same model.
+    assert accuracy["ft"] == pytest.approx((np.mean(anchors), np.mean(tails)))
+    assert accuracy["tail-first"] == (0.35, 0.25) and accuracy["anchor-only"] == (0.45, 0.3)
+    assert list(accuracy) == ["markov", "sasrec", "zero-shot", "ft", "anchor-only", "tail-first", "behaviorlm"]
+
+
+def test_confusion_counts_follow_predictions(tmp_path):
+    from behaviorlm.data.types import Stats
+    from behaviorlm.evaluation.report import confusion_counts
+
+    stats = Stats.from_json(json.loads((make_full_run(tmp_path / "run") / "data" / "stats.json").read_text()))
+    frame = pd.DataFrame({
+        "split": ["balanced_test"] * 5 + ["test"],
+        "label": ["Office", "Office", "Zoo", "Zoo", "Museum", "Zoo"],
+        "pred": ["Office", "Zoo", "Park", "Zoo", "nonsense", "Zoo"],
+    })
+    m = confusion_counts(frame, stats)
+    assert m.loc["anchor"].tolist() == [1, 1, 0]
+    assert m.loc["tail"].tolist() == [1, 1, 1]
+    assert list(m.columns) == ["anchor", "tail", "invalid"]
+
+
+def test_minimal_run_renders_with_not_run_notes(tmp_path):
+    run = tmp_path / "run"
+    write_stats(run)
+    write_json(run / "behaviorlm" / "metrics.json", fake_metrics(np.random.default_rng(1), "behaviorlm", hits=False))
+    html = render_report(run)[0].read_text()
+    assert figure_ids(html) == ["fig-long-tail", "fig-group-accuracy", "fig-anchor-tail"]
+    assert 'id="not-run"' in html
+    note = html[html.index('id="not-run"'):html.index("</div>")]
+    for missing in ("experiments/ablations.json", "experiments/few_shot.json", "experiments/sample_efficiency.json",
+                    "experiments/embedding_map.json", "experiments/comparison.json", "predictions.parquet",
+                    "selection.json"):
+        assert missing in note, missing
+    assert '<table id="table-overall">' in html and '<table id="table-hits">' not in html
+    assert "Improv." not in html  # one model: nothing to improve on
+
+
+def test_stats_only_run_renders_distribution(tmp_path):
+    run = tmp_path / "run"
+    write_stats(run)
+    html = render_report(run)[0].read_text()
+    assert figure_ids(html) == ["fig-long-tail"]
+    assert "Overall comparison (Table 1)" in html  # listed as not run
+
+
+def test_missing_inputs_are_input_errors(tmp_path, capsys):
+    with pytest.raises(InputError, match="run folder not found"):
+        render_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="stats.json"):
+        render_report(tmp_path / "empty")
+    write_stats(tmp_path / "bad")
+    (tmp_path / "bad" / "experiments").mkdir()
+    (tmp_path / "bad" / "experiments" / "few_shot.json").write_text("{not json")
+    with pytest.raises(InputError, match="few_shot.json"):
+        render_report(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "report.html").exists()  # nothing half-written
+    (tmp_path / "bad" / "experiments" / "few_shot.json").write_text('{"points": [{"overall": 0.3}]}')
+    with pytest.raises(InputError, match="few_shot.json.*unexpected content"):
+        render_report(tmp_path / "bad")
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "stats.json" in capsys.readouterr().err
+
+
+def test_cli_verb_writes_both_files(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_stats(run)
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()
+    assert "report.html" in capsys.readouterr().out
