@@ -12,6 +12,7 @@ A prepared dataset is a folder::
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cached_property
@@ -134,6 +135,25 @@ class PreparedData:
         if name not in self._cache:
             self._cache[name] = read_samples(self.root / f"{name}.parquet")
         return self._cache[name]
+
+    def evaluation_samples(self, name: str, limit: int | None = None) -> list[Sample]:
+        """The samples a (possibly limited) evaluation scores; every model sees the same ones.
+
+        A limited balanced test set takes behaviors in turn (round robin) so it stays balanced; a limited
+        natural test split is a seeded random subset, so it keeps the natural distribution over many users.
+        """
+        samples = self.split(name)
+        if limit is None or limit >= len(samples):
+            return samples
+        if name == "balanced_test":
+            by_behavior: dict[str, list[Sample]] = {}
+            for sample in samples:
+                by_behavior.setdefault(sample.label, []).append(sample)
+            rng = random.Random(f"{name}:{limit}")
+            queues = [rng.sample(q, len(q)) for q in by_behavior.values()]
+            interleaved = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+            return interleaved[:limit]
+        return random.Random(f"{name}:{limit}").sample(samples, limit)
 
     @property
     def candidates(self) -> list[str]:

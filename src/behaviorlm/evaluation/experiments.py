@@ -117,7 +117,7 @@ def anchor_tail(config: RunConfig, root: Path) -> dict:
 
 
 def sample_efficiency(config: RunConfig, root: Path, fractions: list[float]) -> dict:
-    from behaviorlm.baselines.cli import run_baseline
+    from behaviorlm.baselines.run import run_baseline
 
     pipeline = Pipeline(with_updates(config, variants=["behaviorlm"], baselines=[]), root,
                         root / "experiments" / "sample_efficiency")

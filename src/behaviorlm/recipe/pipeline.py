@@ -170,40 +170,28 @@ class Pipeline:
     def _tune(self, out: Path, samples, n_aux: int, train_cfg, init_adapter: str | None) -> dict:
         from behaviorlm.data.chat import auxiliary_examples
         from behaviorlm.lm.loading import load_model
-        from behaviorlm.lm.tuning import tune
+        from behaviorlm.lm.tuning import behavior_examples, ranking_validator, tune
 
         cfg = self.config
         model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
                                       trust_remote_code=cfg.model.trust_remote_code)
-        examples = stages.chat_examples(samples, self.data, train_cfg.seed)
+        examples = behavior_examples(samples, self.data.candidates, train_cfg.seed)
         if n_aux:
             examples += auxiliary_examples(n_aux, tokenizer, cfg.aux, train_cfg.seed)
+        validate = None
+        if train_cfg.eval_samples:  # keeps the best checkpoint by validation accuracy
+            validate = ranking_validator(tokenizer, self.data.split("valid"), self.data.candidates,
+                                         n=train_cfg.eval_samples, prompt_seed=train_cfg.seed,
+                                         batch_size=cfg.eval.batch_size, seed=train_cfg.seed)
         self.run.log(f"tuning on {len(samples)} behavior samples + {n_aux} conversations")
         result = tune(model, tokenizer, examples, out, cfg.lora, train_cfg, init_adapter=init_adapter,
-                      validate=self._validator(train_cfg))
+                      validate=validate, model_cfg=cfg.model)
         return {
             "adapter": stages.relative(result.adapter_dir, self.root),
             "behavior_samples": len(samples), "aux_conversations": n_aux,
             "steps": result.steps, "tokens": result.tokens, "train_seconds": round(result.seconds, 1),
             "best_metric": result.best_metric,
         }
-
-    def _validator(self, train_cfg):
-        """Accuracy on a fixed validation subset, used by tuning to keep the best checkpoint."""
-        if not train_cfg.eval_samples:
-            return None
-        from behaviorlm.lm.ranking import CandidateRanker
-        from behaviorlm.prompts import render_sample
-
-        valid = stages.cap(self.data.split("valid"), train_cfg.eval_samples, train_cfg.seed)
-        prompts = [render_sample(s, self.data.candidates, train_cfg.seed, with_answer=False) for s in valid]
-        candidates = self.data.candidates
-
-        def validate(model, tokenizer) -> float:
-            ranked = CandidateRanker(model, tokenizer, batch_size=self.config.eval.batch_size).rank(prompts, candidates, k=1)
-            return sum(r[0][0] == s.label for r, s in zip(ranked, valid)) / len(valid)
-
-        return validate
 
     def select(self, model_stage: stages.ModelStage, scorer_adapter: str) -> list:
         key = model_stage.select_key
@@ -270,7 +258,7 @@ class Pipeline:
         return self.run.stage(f"evaluate-{stages.relative(folder, self.root)}", folder, fp, step)
 
     def baseline(self, name: str) -> dict:
-        from behaviorlm.baselines.cli import run_baseline
+        from behaviorlm.baselines.run import run_baseline
 
         seed = self.config.train.seed
         fp = fingerprint(self.fp["data"], name, seed)

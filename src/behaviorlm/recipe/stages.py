@@ -20,7 +20,6 @@ from pathlib import Path
 
 from behaviorlm.config import RunConfig, SelectionConfig, TrainConfig
 from behaviorlm.data.types import PreparedData, Sample
-from behaviorlm.prompts import render_sample
 
 STAGE_ONE = ("anchor", "anchor-noaux", "ft", "tail-first")
 SELECTIONS = {
@@ -91,10 +90,6 @@ def aux_count(subset: str, n_samples: int, config: RunConfig) -> int:
 
 def selection_config(selection: str, config: RunConfig) -> SelectionConfig:
     return config.selection.model_copy(update=SELECTIONS[selection])
-
-
-def chat_examples(samples: Sequence[Sample], data: PreparedData, prompt_seed: int) -> list[list[dict[str, str]]]:
-    return [render_sample(s, data.candidates, prompt_seed).messages(with_answer=True) for s in samples]
 
 
 def relative(path: Path, root: Path) -> str:
