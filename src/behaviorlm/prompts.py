@@ -56,6 +56,9 @@ def context_text(time: datetime, place: str) -> str:
 
 
 def event_text(event: Event) -> str:
+    """``(day, hour, place, behavior)``; logs without places (e.g. check-ins) drop the field to save tokens."""
+    if not event.place:
+        return f"({DAYS[event.time.weekday()]}, {event.time.hour}, {event.behavior})"
     return f"({context_text(event.time, event.place)}, {event.behavior})"
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from behaviorlm.errors import InputError
 
+_EPOCH = datetime(1970, 1, 1)
 SPLITS = ("train", "valid", "test", "balanced_test")
 EVENT_COLUMNS = ("user_id", "timestamp", "location", "behavior")
 """The canonical event table: user_id (str), timestamp (naive local datetime64), location (str, "" if
@@ -100,12 +103,42 @@ def samples_to_frame(samples: list[Sample]) -> pd.DataFrame:
 
 
 def samples_from_frame(frame: pd.DataFrame) -> list[Sample]:
-    out = []
-    for row in frame.itertuples(index=False):
-        history = tuple(Event(pd.Timestamp(e["time"]).to_pydatetime(), e["place"], e["behavior"]) for e in row.history)
-        target = Event(pd.Timestamp(row.target_time).to_pydatetime(), row.target_place, row.target_behavior)
-        out.append(Sample(str(row.sample_id), str(row.user_id), history, target))
-    return out
+    return samples_from_table(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def samples_from_table(table: pa.Table) -> list[Sample]:
+    """Vectorised: the windows of one user overlap, so each distinct event becomes one shared Event object."""
+    history = table.column("history").combine_chunks()
+    offsets = history.offsets.to_numpy()
+    flat = history.flatten()
+    interned: dict[tuple, Event] = {}
+
+    def events(times: pa.Array, places: pa.Array, behaviors: pa.Array) -> list[Event]:
+        micros = times.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        place_codes = places.dictionary_encode()
+        behavior_codes = behaviors.dictionary_encode()
+        place_names = place_codes.dictionary.to_pylist()
+        behavior_names = behavior_codes.dictionary.to_pylist()
+        keys = zip(micros.tolist(), place_codes.indices.to_numpy(zero_copy_only=False).tolist(),
+                   behavior_codes.indices.to_numpy(zero_copy_only=False).tolist())
+        out = []
+        for t, p, b in keys:
+            key = (t, place_names[p], behavior_names[b])
+            event = interned.get(key)
+            if event is None:
+                event = interned[key] = Event(_EPOCH + timedelta(microseconds=t), key[1], key[2])
+            out.append(event)
+        return out
+
+    past = events(flat.field("time"), flat.field("place"), flat.field("behavior"))
+    targets = events(table.column("target_time").combine_chunks(), table.column("target_place").combine_chunks(),
+                     table.column("target_behavior").combine_chunks())
+    ids = table.column("sample_id").to_pylist()
+    users = table.column("user_id").to_pylist()
+    return [
+        Sample(str(ids[i]), str(users[i]), tuple(past[offsets[i]:offsets[i + 1]]), targets[i])
+        for i in range(table.num_rows)
+    ]
 
 
 def write_samples(samples: list[Sample], path: Path) -> None:
@@ -116,7 +149,7 @@ def write_samples(samples: list[Sample], path: Path) -> None:
 
 
 def read_samples(path: Path) -> list[Sample]:
-    return samples_from_frame(pd.read_parquet(path))
+    return samples_from_table(pq.read_table(path))
 
 
 class PreparedData:
