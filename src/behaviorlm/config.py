@@ -148,6 +148,8 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     variants: list[Variant] = Field(default_factory=lambda: ["zero-shot", "ft", "behaviorlm"])
     baselines: list[Literal["sasrec", "bert4rec", "markov", "most-frequent"]] = Field(default_factory=list)
+    baseline_params: dict[str, Any] = Field(default_factory=dict)
+    """Options of the neural baselines, e.g. {max_train_samples: 16000, epochs: 8} (see ``behaviorlm baseline``)."""
 
     @property
     def b_tuning(self) -> TrainConfig:

@@ -61,7 +61,7 @@ def run_baseline(
 ) -> dict:
     """Fit ``name`` on data's train split (validation split for early stopping), evaluate, write metrics.json.
 
-    ``limit`` scores only the first N samples of each test split, the same subset a limited
+    ``limit`` scores N samples of each test split (``PreparedData.evaluation_samples``), the same subset a limited
     language-model evaluation sees.
     """
     if limit is not None and limit < 1:
@@ -72,7 +72,7 @@ def run_baseline(
     model.fit(train, valid)
     seconds = time.perf_counter() - started
     groups = data.stats.groups
-    test, balanced = data.split("test")[:limit], data.split("balanced_test")[:limit]
+    test, balanced = data.evaluation_samples("test", limit), data.evaluation_samples("balanced_test", limit)
     started = time.perf_counter()
     metrics = {
         "model": name,
