@@ -1,0 +1,136 @@
+"""Evaluate a language model (base or with an adapter) on both protocols of the paper.
+
+    behaviorlm evaluate --data DIR --out OUT                     # zero-shot base model ("LLM-NT")
+    behaviorlm evaluate --data DIR --out OUT --adapter RUN/adapter --limit 200
+
+next-behavior protocol = the test split (natural distribution); long-tail protocol = the balanced test set.
+Writes ``OUT/metrics.json`` (``model``, ``next_behavior``, ``long_tail``, ``seconds``, ``samples_per_second`` ...),
+``OUT/predictions.parquet`` (sample_id, split, label, pred, top: the 5 best candidates with probabilities) and
+``OUT/model.json`` (base model, adapter, prompt seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from behaviorlm.config import EvalConfig
+from behaviorlm.data.types import PreparedData, write_json_atomic
+from behaviorlm.errors import InputError
+from behaviorlm.evaluation.metrics import compute_metrics
+from behaviorlm.prompts import render_sample
+
+PROTOCOLS = {"next_behavior": "test", "long_tail": "balanced_test"}
+TOP_K = 5
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    data: PreparedData,
+    out_dir: str | Path,
+    name: str,
+    eval_cfg: EvalConfig | None = None,
+    prompt_seed: int = 0,
+    model_info: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Rank (or generate) the answers of the test split and the balanced test set; write and return the metrics."""
+    from behaviorlm.lm.ranking import CandidateRanker
+
+    eval_cfg = eval_cfg or EvalConfig()
+    out_dir = Path(out_dir)
+    candidates = data.candidates
+    groups = data.stats.groups
+    ranker = CandidateRanker(model, tokenizer, batch_size=eval_cfg.batch_size, progress=progress)
+    metrics: dict = {"model": name}
+    rows: list[dict] = []
+    total_seconds, total_samples = 0.0, 0
+    for protocol, split in PROTOCOLS.items():
+        samples = data.evaluation_samples(split, eval_cfg.limit)
+        prompts = [render_sample(s, candidates, prompt_seed, with_answer=False) for s in samples]
+        labels = [s.label for s in samples]
+        start = time.perf_counter()
+        if eval_cfg.mode == "generate":
+            predicted = ranker.generate(prompts, candidates)
+            tops = [[] if p is None else [{"behavior": p, "probability": None}] for p in predicted]
+            ranked = None
+        else:
+            ranking = ranker.rank(prompts, candidates)
+            predicted = [r[0][0] for r in ranking]
+            tops = [[{"behavior": b, "probability": p} for b, p in r[:TOP_K]] for r in ranking]
+            ranked = [[b for b, _ in r] for r in ranking]
+        seconds = time.perf_counter() - start
+        # An unmatched generation is a wrong answer; the placeholder is never a behavior name.
+        y_pred = [p if p is not None else "<unmatched>" for p in predicted]
+        result = compute_metrics(labels, y_pred, groups, ranked=ranked)
+        result.update(seconds=seconds, samples_per_second=len(samples) / seconds if seconds else None)
+        if eval_cfg.mode == "generate":
+            result["unmatched"] = sum(p is None for p in predicted)
+        metrics[protocol] = result
+        total_seconds += seconds
+        total_samples += len(samples)
+        rows += [{"sample_id": s.sample_id, "split": split, "label": s.label, "pred": p, "top": t}
+                 for s, p, t in zip(samples, predicted, tops)]
+    metrics.update(seconds=total_seconds, samples_per_second=total_samples / total_seconds if total_seconds else None,
+                   mode=eval_cfg.mode, limit=eval_cfg.limit, candidates=len(candidates), prompt_seed=prompt_seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "predictions.parquet.tmp"
+    pd.DataFrame(rows, columns=["sample_id", "split", "label", "pred", "top"]).to_parquet(tmp, index=False)
+    tmp.replace(out_dir / "predictions.parquet")
+    info = {"base_model": None, "adapter": None, "prompt_seed": prompt_seed, **(model_info or {})}
+    write_json_atomic(info, out_dir / "model.json")
+    write_json_atomic(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="prepared dataset folder (from `behaviorlm prepare`)")
+    parser.add_argument("--out", required=True, help="output folder: metrics.json, predictions.parquet, model.json")
+    parser.add_argument("--config", help="run config YAML (model and eval sections are used)")
+    parser.add_argument("--model", help='base model: "smollm2-135m" (embedded, default), a Hugging Face id or a folder')
+    parser.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the base model")
+    parser.add_argument("--name", help="model name written into metrics.json (default: the --out folder's name)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N samples of each test set (quick run)")
+    parser.add_argument("--mode", choices=["rank", "generate"],
+                        help="rank: score every candidate (default); generate: greedy answer mapped to a candidate")
+    parser.add_argument("--batch-size", type=int, help="prompts scored together (default from config: 8)")
+    parser.add_argument("--prompt-seed", type=int, default=0, help="seed choosing each sample's instruction format")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set eval.batch_size=4 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from behaviorlm.config import load_config
+    from behaviorlm.lm.loading import load_model
+
+    overrides = list(args.set)
+    for key, value in (("model.name", args.model), ("eval.limit", args.limit), ("eval.mode", args.mode),
+                       ("eval.batch_size", args.batch_size), ("model.device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = load_config(args.config, overrides)
+    if config.eval.limit is not None and config.eval.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {config.eval.limit}")
+    data = PreparedData(args.data)
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
+    model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype, adapter=args.adapter,
+                                  trust_remote_code=config.model.trust_remote_code)
+    out = Path(args.out)
+    info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,
+            "prompt_seed": args.prompt_seed}
+    metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,
+                             prompt_seed=args.prompt_seed, model_info=info)
+    for protocol in PROTOCOLS:
+        m = metrics[protocol]
+        shown = "  ".join(f"{k} {m[k]:.4f}" for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail",
+                                                        "hit@5") if m.get(k) is not None)
+        print(f"{protocol:14s} n={m['n']}  {shown}")
+    print(f"{metrics['samples_per_second']:.2f} samples/s; wrote {out / 'metrics.json'}")
+    return 0

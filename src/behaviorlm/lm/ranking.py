@@ -1,0 +1,300 @@
+"""Predict the next behavior by ranking the candidate set under the language model.
+
+Score of a candidate = log P(answer tokens + end-of-turn token | prompt): the sum of the log-probabilities of the
+candidate's answer tokens *and* of the token that closes the assistant turn, i.e. the probability that the model
+answers exactly this candidate and stops. No length normalization is applied: the end-of-turn term already stops a
+short candidate that is only the prefix of a longer one ("Work" vs "Workout") from winning by default.
+``rank`` turns the scores of one prompt into probabilities with a softmax over the candidate set.
+
+Speed: each prompt is encoded once; all candidates are then packed into one short sequence after its cached
+key/values, each candidate attending to the prompt and to its own earlier tokens only (a block-diagonal attention
+mask with per-candidate position ids), so the prompt's cache is never copied per candidate; the language-model
+head runs only at the positions that are scored. The same chat format
+(``ChatFormat``) is used for training, so a tuned model is scored on exactly the tokens it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from behaviorlm.prompts import Prompt
+
+Message = dict[str, str]
+
+
+@dataclass
+class ChatFormat:
+    """How a conversation becomes tokens, and which tokens are the assistant's answers.
+
+    With a chat template the conversation is rendered by the template; the answer of an assistant turn is the text
+    the template adds for it after the generation prompt, cut after the end-of-turn token (so the template's trailing
+    newline is not learned or scored). Without a template: ``system\\nuser answer<eos>\\n...`` (``Prompt.plain_text``).
+    Segments are tokenized one by one, so a prompt's tokens never depend on the answer that follows.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    _answers: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def templated(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def _template(self, messages: Sequence[Message], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    def _answer_text(self, rendered_turn: str) -> str:
+        eos = self.tokenizer.eos_token
+        if eos and eos in rendered_turn:
+            return rendered_turn[: rendered_turn.index(eos) + len(eos)]
+        return rendered_turn
+
+    def segments(self, messages: Sequence[Message], generation_prompt: bool = False) -> list[tuple[str, bool]]:
+        """Text pieces in order, each flagged True when it is an assistant answer (the trained/scored tokens)."""
+        if not self.templated:
+            return self._plain_segments(messages, generation_prompt)
+        full = self._template(messages, generation_prompt)
+        out: list[tuple[str, bool]] = []
+        pos = 0
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prefix = self._template(messages[:i], True)
+            answer = self._answer_text(self._template(messages[: i + 1], False)[len(prefix):])
+            if not full.startswith(prefix) or full[len(prefix): len(prefix) + len(answer)] != answer:
+                raise ValueError("the model's chat template does not render a conversation as prompt + answer turns")
+            out.append((full[pos: len(prefix)], False))
+            out.append((answer, True))
+            pos = len(prefix) + len(answer)
+        if pos < len(full):
+            out.append((full[pos:], False))
+        return [s for s in out if s[0]]
+
+    def _plain_segments(self, messages: Sequence[Message], generation_prompt: bool) -> list[tuple[str, bool]]:
+        eos = self.tokenizer.eos_token or ""
+        out: list[tuple[str, bool]] = []
+        for message in messages:
+            if message["role"] == "system":
+                out.append((message["content"] + "\n", False))
+            elif message["role"] == "user":
+                out.append((("\n" if out and out[-1][1] else "") + message["content"], False))
+            else:
+                out.append((" " + message["content"] + eos, True))
+        return out
+
+    def encode(self, messages: Sequence[Message], generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+        """Token ids and, per token, whether it belongs to an assistant answer."""
+        ids: list[int] = []
+        answer: list[bool] = []
+        for i, (text, is_answer) in enumerate(self.segments(messages, generation_prompt)):
+            piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if i == 0:
+                piece = self._with_bos(text, piece)
+            ids += piece
+            answer += [is_answer] * len(piece)
+        return ids, answer
+
+    def _with_bos(self, text: str, ids: list[int]) -> list[int]:
+        """Add the BOS token where the tokenizer would (Llama-style) and the template has not already."""
+        bos = self.tokenizer.bos_token
+        if bos is None or text.startswith(bos):
+            return ids
+        default = self.tokenizer("x")["input_ids"]
+        if default and default[0] == self.tokenizer.bos_token_id:
+            return [self.tokenizer.bos_token_id] + ids
+        return ids
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        return self.encode(prompt.messages(with_answer=False), generation_prompt=self.templated)[0]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Tokens of an answer turn (answer text + end-of-turn), the same for every prompt."""
+        if answer not in self._answers:
+            probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                     {"role": "assistant", "content": answer}]
+            ids, flags = self.encode(probe)
+            self._answers[answer] = [t for t, f in zip(ids, flags) if f]
+        return self._answers[answer]
+
+
+class CandidateRanker:
+    """Scores and ranks a fixed candidate set for many prompts (see module docstring).
+
+    ``batch_size`` prompts are encoded together; ``max_block`` bounds prompts x candidate tokens in one pass, which
+    bounds the logits held at once (more candidates run in several passes over the same cached prompts).
+    """
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8, max_block: int = 2048,
+                 progress: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.format = ChatFormat(tokenizer)
+        self.batch_size = max(1, batch_size)
+        self.max_block = max(1, max_block)
+        self.progress = progress
+        implementation = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+        if "flash" in implementation:
+            raise ValueError(f"candidate ranking packs candidates with a custom attention mask, which "
+                             f"{implementation} does not take; load the model with attn_implementation='sdpa'")
+        self._additive_mask = implementation == "eager"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _batches(self, lengths: list[int], desc: str):
+        """Indices in batches of similar length (longest first), so padding stays small."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return tqdm(batches, desc=desc, unit="batch", disable=not self.progress or len(batches) < 2, leave=False)
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> np.ndarray:
+        """(n_prompts, n_candidates) log-probabilities of each candidate's full answer (see module docstring)."""
+        cand = [self.format.answer_ids(c) for c in candidates]
+        encoded = [self.format.prompt_ids(p) for p in prompts]
+        out = np.empty((len(prompts), len(candidates)), dtype=np.float64)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in self._batches([len(e) for e in encoded], "scoring"):
+                out[batch] = self._score_batch([encoded[i] for i in batch], cand)
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _score_batch(self, prompts: list[list[int]], cand: list[list[int]]) -> np.ndarray:
+        device = self.device
+        n_prompts = len(prompts)
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        width = int(lengths.max())
+        ids = torch.full((n_prompts, width), self._pad_id(), dtype=torch.long, device=device)
+        mask = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = torch.tensor(p, device=device)
+            mask[i, : len(p)] = True
+        # Right padding: no padded query attends to nothing, and each prompt's last logit sits at length - 1.
+        last = torch.zeros_like(mask)
+        last[torch.arange(n_prompts, device=device), lengths - 1] = True
+        cache = DynamicCache(config=self.model.config)
+        prefix = self.model(input_ids=ids, attention_mask=mask.long(), cache=cache, use_cache=True,
+                            logits_to_keep=last)
+        first = torch.log_softmax(prefix.logits.float(), dim=-1)  # (n_prompts, vocab): every candidate's 1st token
+        scores = first[:, torch.tensor([c[0] for c in cand], device=device)].clone()
+        for block in _pack(cand, max(1, self.max_block // n_prompts)):
+            if any(len(cand[j]) > 1 for j in block):
+                rest = self._block(prefix.cache, mask, lengths, [cand[j] for j in block])
+                scores[:, block] += rest
+        return scores.cpu().numpy()
+
+    def _block(self, cache, prompt_mask: torch.Tensor, lengths: torch.Tensor, cand: list[list[int]]) -> torch.Tensor:
+        """Log-probs of candidate tokens 2.. for all prompts: the candidates packed into one sequence after the
+        cached prompt, each attending to the prompt and to its own earlier tokens only."""
+        device = prompt_mask.device
+        n_prompts, width = prompt_mask.shape
+        ids = torch.tensor([t for c in cand for t in c], device=device)
+        owner = torch.tensor([j for j, c in enumerate(cand) for _ in c], device=device)
+        offset = torch.tensor([t for c in cand for t in range(len(c))], device=device)
+        size = ids.numel()
+        # Position t of a candidate predicts its token t + 1: keep the logits where that token exists.
+        keep = torch.zeros(size, dtype=torch.bool, device=device)
+        keep[:-1] = owner[1:] == owner[:-1]
+        own = (owner[:, None] == owner[None, :]) & (offset[:, None] >= offset[None, :])
+        allowed = torch.cat([prompt_mask[:, None, :].expand(n_prompts, size, width),
+                             own.expand(n_prompts, size, size)], dim=2)[:, None]
+        attention = allowed
+        if self._additive_mask:
+            dtype = next(self.model.parameters()).dtype
+            attention = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+                ~allowed, torch.finfo(dtype).min)
+        out = self.model(input_ids=ids.expand(n_prompts, size), attention_mask=attention,
+                         position_ids=lengths[:, None] + offset[None, :], cache=cache, use_cache=True,
+                         logits_to_keep=keep.expand(n_prompts, size))
+        cache.crop(-size)  # back to the prompts alone for the next block
+        logits = out.logits.float()  # (n_prompts * kept, vocab), row-major
+        targets = ids.roll(-1)[keep].repeat(n_prompts)
+        token_logp = (logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
+        token_logp = token_logp.view(n_prompts, -1)
+        total = torch.zeros((n_prompts, len(cand)), device=device)
+        return total.index_add_(1, owner[keep], token_logp)
+
+    def rank(self, prompts: Sequence[Prompt], candidates: Sequence[str], k: int | None = None
+             ) -> list[list[tuple[str, float]]]:
+        """Per prompt, candidates sorted by probability (softmax over the candidate scores), the top ``k``."""
+        scores = self.score(prompts, candidates)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[(candidates[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], candidates: Sequence[str], max_new_tokens: int | None = None
+                 ) -> list[str | None]:
+        """Greedy decoding, the text mapped to a candidate (``match_candidate``); None when nothing matches."""
+        cand_lengths = [len(self.format.answer_ids(c)) for c in candidates]
+        max_new_tokens = max_new_tokens or max(cand_lengths) + 2
+        encoded = [self.format.prompt_ids(p) for p in prompts]
+        eos = [t for t in {self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)}
+               if t is not None]
+        eos = sorted({e for t in eos for e in (t if isinstance(t, list) else [t])})
+        out: list[str | None] = [None] * len(prompts)
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in self._batches([len(e) for e in encoded], "generating"):
+                width = max(len(encoded[i]) for i in batch)
+                ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long, device=device)
+                mask = torch.zeros_like(ids)
+                for r, i in enumerate(batch):  # left padding: generation appends at the right end
+                    ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i], device=device)
+                    mask[r, width - len(encoded[i]):] = 1
+                generated = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                    temperature=None, top_p=None, top_k=None, eos_token_id=eos, pad_token_id=self._pad_id(),
+                )
+                texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+                for r, i in enumerate(batch):
+                    out[i] = match_candidate(texts[r], candidates)
+        finally:
+            self.model.train(was_training)
+        return out
+
+
+def match_candidate(text: str, candidates: Sequence[str]) -> str | None:
+    """Map generated text to a candidate: exact, then case-insensitive, then the longest candidate the text starts
+    with (the model went on talking). None when nothing matches: the prediction counts as wrong."""
+    text = text.strip().strip("\"'`").strip()
+    trimmed = text.rstrip(".!")
+    for guess in (text, trimmed):
+        if guess in candidates:
+            return guess
+    lowered = {c.lower(): c for c in candidates}
+    for guess in (text.lower(), trimmed.lower()):
+        if guess in lowered:
+            return lowered[guess]
+    prefixes = [c for c in candidates if c and text.lower().startswith(c.lower())]
+    return max(prefixes, key=len) if prefixes else None
+
+
+def _pack(cand: list[list[int]], max_block: int) -> list[list[int]]:
+    """Candidate indices grouped so each group's tokens fit ``max_block`` (a long candidate gets its own)."""
+    blocks: list[list[int]] = [[]]
+    used = 0
+    for j, c in enumerate(cand):
+        if blocks[-1] and used + len(c) > max_block:
+            blocks.append([])
+            used = 0
+        blocks[-1].append(j)
+        used += len(c)
+    return blocks

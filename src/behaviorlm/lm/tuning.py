@@ -1,0 +1,407 @@
+"""LoRA instruction tuning with the loss on the assistant's answer tokens only (PEFT on the Hugging Face Trainer).
+
+Built on ``transformers.Trainer``, so ``accelerate launch`` or ``torchrun`` runs the same code on several GPUs::
+
+    torchrun --nproc_per_node 4 -m behaviorlm.cli tune --data DIR --out RUN
+
+Paper defaults (Appendix D): AdamW, linear warm-up over 10% of the steps, cosine decay from 1e-4 to 1e-6
+(the Trainer warms up from 0 rather than from 1e-6). Batches are grouped by length so padding stays small;
+the language-model head runs only at the positions whose next token is a label (the answer), which on a CPU
+saves most of the cost of a behavior sample (hundreds of prompt tokens, a handful of answer tokens).
+
+A stage writes into ``out_dir``: ``checkpoints/`` (periodic, for resuming after an interruption: rerun the same
+call), ``best/`` while training (the adapter with the best validation accuracy), and at the end ``adapter/`` (PEFT
+safetensors: the best checkpoint when a validator is given, else the last) and ``tune.json`` (``TuneResult``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from behaviorlm.config import LoraConfig, ModelConfig, TrainConfig
+from behaviorlm.data.types import Sample, write_json_atomic
+from behaviorlm.errors import InputError
+from behaviorlm.lm.loading import load_model
+from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
+from behaviorlm.prompts import render_sample
+
+log = logging.getLogger(__name__)
+
+TrainingExample = list[dict[str, str]]
+"""A chat: [{"role": "system"|"user"|"assistant", "content": str}, ...]; the assistant turns are learned."""
+Validator = Callable[[Any, Any], float]
+"""validate(model, tokenizer) -> accuracy on a fixed validation set (higher is better)."""
+
+
+@dataclass
+class TuneResult:
+    adapter_dir: Path
+    best_metric: float | None
+    steps: int
+    seconds: float
+    tokens: int
+    history: list[dict] = field(default_factory=list)
+    validation_seconds: float = 0.0
+    """Part of ``seconds`` spent validating (``tokens_per_second`` leaves it out)."""
+    model: Any = field(default=None, repr=False, compare=False)
+    """The tuned PeftModel holding the saved adapter's weights (None when the stage was already complete)."""
+
+    def to_json(self) -> dict:
+        training = self.seconds - self.validation_seconds
+        return {"adapter_dir": str(self.adapter_dir), "best_metric": self.best_metric, "steps": self.steps,
+                "seconds": self.seconds, "validation_seconds": self.validation_seconds, "tokens": self.tokens,
+                "tokens_per_second": self.tokens / training if training > 0 else None, "history": self.history}
+
+
+def behavior_examples(samples: Sequence[Sample], candidates: Sequence[str], prompt_seed: int = 0
+                      ) -> list[TrainingExample]:
+    """Behavior samples as chats: system (role + task), user (instruction), assistant (the next behavior)."""
+    return [render_sample(s, list(candidates), prompt_seed).messages(with_answer=True) for s in samples]
+
+
+def ranking_validator(tokenizer, samples: Sequence[Sample], candidates: Sequence[str], n: int = 64,
+                      prompt_seed: int = 0, batch_size: int = 8, seed: int = 0) -> Validator:
+    """Accuracy (top-1 of the candidate ranker) on a fixed random subset of ``n`` samples."""
+    chosen = list(samples)
+    if len(chosen) > n:
+        chosen = random.Random(seed).sample(chosen, n)
+    prompts = [render_sample(s, list(candidates), prompt_seed, with_answer=False) for s in chosen]
+    labels = [s.label for s in chosen]
+
+    def validate(model, tokenizer=tokenizer) -> float:
+        ranked = CandidateRanker(model, tokenizer, batch_size=batch_size, progress=False).rank(prompts, candidates, k=1)
+        return sum(r[0][0] == y for r, y in zip(ranked, labels)) / max(1, len(labels))
+
+    return validate
+
+
+def encode_examples(tokenizer, examples: Sequence[TrainingExample], max_length: int) -> list[dict]:
+    """Token ids with labels on the answer tokens only (everything else -100).
+
+    Longer than ``max_length``: the oldest tokens are cut, keeping the answer; examples left without an answer
+    token are dropped.
+    """
+    fmt = ChatFormat(tokenizer)
+    out, cut, dropped = [], 0, 0
+    for messages in examples:
+        ids, is_answer = fmt.encode(messages)
+        if len(ids) > max_length:
+            ids, is_answer, cut = ids[-max_length:], is_answer[-max_length:], cut + 1
+        if not any(is_answer[1:]):
+            dropped += 1
+            continue
+        out.append({"input_ids": ids, "labels": [t if a else -100 for t, a in zip(ids, is_answer)]})
+    if cut or dropped:
+        log.warning("%d examples longer than %d tokens were cut at the start; %d without an answer were dropped",
+                    cut, max_length, dropped)
+    return out
+
+
+class AnswerCollator:
+    """Right-pads a batch; padding gets label -100 and attention 0."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class AnswerOnlyTrainer(Trainer):
+    """Trainer whose loss runs the language-model head only at positions that predict a label."""
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+        outputs = model(**inputs, logits_to_keep=keep)
+        targets = labels.roll(-1, dims=1)[keep]
+        total = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
+        self.tokens_seen += int(inputs["attention_mask"].sum())
+        if num_items_in_batch is not None:  # token count over the whole accumulated batch (and all processes)
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients again
+        else:
+            loss = total / max(1, targets.numel()) / self.current_gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
+
+
+def _atomic_save_adapter(model, target: Path, extra: dict | None = None) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    if extra is not None:
+        write_json_atomic(extra, tmp / "validation.json")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+class ValidationCallback(TrainerCallback):
+    """Runs ``validate`` every ``every`` steps (0 = each epoch) and at the end; keeps the best adapter in ``best``."""
+
+    def __init__(self, validate: Validator, model, tokenizer, best_dir: Path, every: int, at_start: bool):
+        self.validate, self.model, self.tokenizer, self.best_dir = validate, model, tokenizer, best_dir
+        self.every, self.at_start = every, at_start
+        self.history: list[dict] = []
+        self.last_step = -1
+        self.seconds = 0.0
+
+    def _best(self) -> float | None:
+        meta = self.best_dir / "validation.json"
+        return json.loads(meta.read_text())["accuracy"] if meta.is_file() else None
+
+    def _run(self, state) -> None:
+        if not state.is_world_process_zero or state.global_step == self.last_step:
+            return
+        self.last_step = state.global_step
+        start = time.perf_counter()
+        accuracy = float(self.validate(self.model, self.tokenizer))
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        entry = {"step": state.global_step, "epoch": state.epoch, "accuracy": accuracy, "seconds": round(seconds, 2)}
+        best = self._best()
+        if best is None or accuracy >= best:  # a tie goes to the later, longer-trained weights
+            _atomic_save_adapter(self.model, self.best_dir, entry)
+            entry["best"] = True
+        state.best_metric = max(accuracy, best) if best is not None else accuracy
+        self.history.append(entry)
+        log.info("validation at step %d: accuracy %.4f%s", state.global_step, accuracy,
+                 " (best)" if entry.get("best") else "")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.at_start and state.global_step == 0:
+            self._run(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every > 0 and state.global_step % self.every == 0:
+            self._run(state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.every == 0:
+            self._run(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._run(state)
+
+
+class HistoryCallback(TrainerCallback):
+    def __init__(self):
+        self.history: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.history.append({"step": state.global_step, **{k: logs[k] for k in ("loss", "learning_rate",
+                                                                                   "grad_norm") if k in logs}})
+
+
+def _fingerprint(model_name: str, examples: Sequence[TrainingExample], lora: LoraConfig, train: TrainConfig,
+                 init_adapter: str | None) -> dict:
+    digest = hashlib.sha256(json.dumps(list(examples), sort_keys=True).encode()).hexdigest()[:16]
+    return {"model": model_name, "examples": len(examples), "examples_sha": digest, "lora": lora.model_dump(),
+            "train": train.model_dump(mode="json"), "init_adapter": str(init_adapter) if init_adapter else None}
+
+
+def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        if init_adapter is not None:
+            raise ValueError("init_adapter given for a model that already carries an adapter")
+        return model
+    if init_adapter is not None:
+        if not (Path(init_adapter) / "adapter_config.json").is_file():
+            raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=str(init_adapter))
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    layers = None
+    if lora.last_n_layers:
+        total = model.config.get_text_config().num_hidden_layers
+        layers = list(range(max(0, total - lora.last_n_layers), total))
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=list(lora.target_modules), layers_to_transform=layers,
+                            task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def tune(
+    model_name_or_model,
+    tokenizer,
+    examples: Sequence[TrainingExample],
+    out_dir: str | Path,
+    lora: LoraConfig | None = None,
+    train: TrainConfig | None = None,
+    init_adapter: str | Path | None = None,
+    validate: Validator | None = None,
+    *,
+    model_cfg: ModelConfig | None = None,
+    progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TuneResult:
+    """One LoRA stage. Rerunning the same call after an interruption resumes from the last checkpoint.
+
+    ``model_name_or_model``: a name for ``load_model`` (a fresh copy is loaded) or a loaded model, which is changed
+    in place (LoRA layers are injected) — pass a name when the base model must stay untouched. ``init_adapter``
+    continues training an existing adapter (its LoRA settings win over ``lora``). ``validate(model, tokenizer)``
+    returns the validation accuracy that drives best-checkpoint selection (see ``ranking_validator``).
+    ``callbacks``: extra ``TrainerCallback``s (progress reporting, early stop...).
+    """
+    lora, train, model_cfg = lora or LoraConfig(), train or TrainConfig(), model_cfg or ModelConfig()
+    out_dir = Path(out_dir)
+    examples = list(examples)
+    if train.max_train_samples and len(examples) > train.max_train_samples:
+        examples = random.Random(train.seed).sample(examples, train.max_train_samples)
+    if not examples:
+        raise InputError("no training examples (is the chosen subset empty?)", file=str(out_dir))
+    name = model_name_or_model if isinstance(model_name_or_model, str) else getattr(
+        getattr(model_name_or_model, "config", None), "name_or_path", type(model_name_or_model).__name__)
+    spec = _fingerprint(str(name), examples, lora, train, init_adapter)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_file, done_file = out_dir / "tune_spec.json", out_dir / "tune.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != json.loads(json.dumps(spec)):
+        raise InputError("holds a tuning run with other data or settings; choose a new --out folder or delete it",
+                         file=str(out_dir))
+    if done_file.is_file() and (out_dir / "adapter" / "adapter_config.json").is_file():
+        raw = json.loads(done_file.read_text())
+        log.info("%s: stage already complete", out_dir)
+        return TuneResult(out_dir / "adapter", raw["best_metric"], raw["steps"], raw["seconds"], raw["tokens"],
+                          raw["history"], raw.get("validation_seconds", 0.0))
+    write_json_atomic(spec, spec_file)
+
+    if isinstance(model_name_or_model, str):
+        model, loaded_tokenizer = load_model(model_name_or_model, model_cfg.device, model_cfg.dtype,
+                                             trust_remote_code=model_cfg.trust_remote_code)
+        tokenizer = tokenizer or loaded_tokenizer
+    else:
+        model = model_name_or_model
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed when a loaded model is passed")
+    model = _lora_model(model, lora, init_adapter)
+    model.train()
+
+    dataset = encode_examples(tokenizer, examples, train.max_length)
+    if not dataset:
+        raise InputError("no example has an answer token left after truncation; raise train.max_length",
+                         file=str(out_dir))
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    bf16 = on_gpu and torch.cuda.is_bf16_supported() if train.bf16 == "auto" else bool(train.bf16)
+    checkpoints = out_dir / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": train.min_learning_rate},
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=train.weight_decay,
+        optim="adamw_torch",
+        train_sampling_strategy="group_by_length",
+        save_strategy="steps",
+        save_steps=max(1, train.save_every),
+        save_total_limit=2,
+        logging_steps=max(1, min(10, train.save_every)),
+        eval_strategy="no",
+        report_to="none",
+        seed=train.seed,
+        bf16=bf16,
+        use_cpu=next(model.parameters()).device.type == "cpu",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
+    history = HistoryCallback()
+    callbacks = [history, *callbacks]
+    validation = None
+    if validate is not None:
+        validation = ValidationCallback(validate, model, tokenizer, out_dir / "best", train.eval_every,
+                                        train.eval_at_start)
+        callbacks.append(validation)
+    trainer = AnswerOnlyTrainer(model=model, args=args, train_dataset=dataset,
+                                data_collator=AnswerCollator(tokenizer.pad_token_id or 0), callbacks=callbacks)
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+
+    adapter_dir = out_dir / "adapter"
+    best_metric = None
+    if trainer.is_world_process_zero():
+        if validation is not None and (out_dir / "best").is_dir():
+            _load_adapter_weights(model, out_dir / "best")
+            best_metric = json.loads((out_dir / "best" / "validation.json").read_text())["accuracy"]
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            (out_dir / "best").rename(adapter_dir)
+        else:
+            _atomic_save_adapter(model, adapter_dir)
+        result = TuneResult(adapter_dir, best_metric, trainer.state.global_step, seconds, trainer.tokens_seen,
+                            history.history + (validation.history if validation else []),
+                            validation.seconds if validation else 0.0, model)
+        write_json_atomic(result.to_json(), done_file)
+    else:
+        result = TuneResult(adapter_dir, None, trainer.state.global_step, seconds, trainer.tokens_seen, [], 0.0, model)
+    model.eval()
+    return result
+
+
+def _load_adapter_weights(model, adapter_dir: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
+    set_peft_model_state_dict(model, weights)
+
+
+def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
+    """Fold an adapter into its base model and save a standalone model folder (weights + tokenizer)."""
+    out_dir = Path(out_dir)
+    model, tokenizer = load_model(base, device="cpu", dtype="auto", adapter=adapter_dir,
+                                  trust_remote_code=trust_remote_code)
+    merged = model.merge_and_unload()
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def steps_per_epoch(n_examples: int, train: TrainConfig, processes: int = 1) -> int:
+    """Optimizer steps in one epoch (for sizing ``eval_every`` / ``save_every``)."""
+    return max(1, math.ceil(n_examples / (train.batch_size * train.grad_accum * processes)))
