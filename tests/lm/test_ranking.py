@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import BEHAVIORS, make_samples
 
-from behaviorlm.lm.ranking import CandidateRanker, ChatFormat, match_candidate
+from behaviorlm.lm.ranking import CandidateRanker, ChatFormat, candidate_blocks, match_candidate
 from behaviorlm.prompts import Prompt, render_sample
 
 CANDIDATES = ["Work", "Workout", "Go home", "Eat dinner at a restaurant", "Sleep"]
@@ -37,6 +37,17 @@ def test_cached_scoring_equals_separate_forwards(tiny, batch_size, max_block):
     scores = ranker.score(prompts, CANDIDATES)
     assert scores.shape == (4, 5)
     np.testing.assert_allclose(scores, separate_forward_scores(model, tokenizer, prompts, CANDIDATES), atol=1e-4)
+
+
+def test_shared_answer_prefixes_run_once():
+    cand = [[5, 1], [5, 7, 1], [5, 7, 8, 1], [9, 1], [3]]
+    [block] = candidate_blocks(cand, max_nodes=100)
+    # Nodes = proper prefixes: (5), (5,7), (5,7,8), (9); the end tokens are predicted, never fed.
+    assert block.ids.tolist() == [5, 7, 8, 9] and block.offset.tolist() == [0, 1, 2, 0]
+    assert block.allowed.int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
+    assert sorted(zip(block.edge_cand.tolist(), block.edge_token.tolist())) == [
+        (0, 1), (1, 1), (1, 7), (2, 1), (2, 7), (2, 8), (3, 1)]
+    assert len(candidate_blocks(cand, max_nodes=1)) == 2  # whole first-token subtrees, never split
 
 
 def test_eager_attention_takes_the_additive_mask():

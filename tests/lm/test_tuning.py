@@ -115,7 +115,8 @@ def test_interrupted_run_resumes_from_the_last_checkpoint(tmp_path, tiny):
     resumed = tune(tiny_model()[0], tiny[1], examples(), out, LORA, train, progress=False)
     assert resumed.steps == 6
     assert min(h["step"] for h in resumed.history) > 2  # steps 1-2 came from the checkpoint, not retrained
-    scores = [CandidateRanker(r.model, tiny[1], progress=False).score(prompts(3), BEHAVIORS) for r in (straight, resumed)]
+    scores = [CandidateRanker(r.model, tiny[1], progress=False).score(prompts(3), BEHAVIORS)
+              for r in (straight, resumed)]
     np.testing.assert_allclose(scores[1], scores[0], atol=1e-4)
 
     again = tune(tiny_model()[0], tiny[1], examples(), out, LORA, train, progress=False)

