@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import pandas as pd
 import pytest
+
+from behaviorlm.config import RunConfig
+from behaviorlm.lm import loading, tuning
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -42,3 +47,65 @@ def prepared_dir(tmp_path_factory) -> Path:
     config = DataConfig(history_len=10, balanced_per_behavior=20)
     prepare_dataset(config, out, simulator=SimulatorConfig(users=40, days=7, seed=0), progress=False)
     return out
+
+
+# -- end-to-end runs on the tiny model (recipe and experiment tests) ----------------------------------
+
+TINY_TARGETS = ["q_proj", "v_proj", "lm_head"]
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    """Every model the pipeline loads is the tiny random model (plus the adapter it asks for)."""
+
+    def load_tiny(name, device="auto", dtype="auto", adapter=None, trust_remote_code=False, trainable_adapter=False):
+        model, tokenizer = loading.tiny_model(seed=0)
+        if adapter is not None:
+            model = loading.attach_adapter(model, adapter, trainable=trainable_adapter)
+        return model, tokenizer
+
+    monkeypatch.setattr(loading, "load_model", load_tiny)
+
+
+@pytest.fixture
+def tune_calls(monkeypatch):
+    calls: list[Path] = []
+    real_tune = tuning.tune
+
+    def counting_tune(*args, **kwargs):
+        calls.append(Path(args[3]))
+        return real_tune(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "tune", counting_tune)
+    return calls
+
+
+def _small_config(tmp_path: Path, **changes) -> RunConfig:
+    conversations = tmp_path / "conversations.jsonl"
+    conversations.write_text("\n".join(json.dumps({"conversations": [
+        {"from": "human", "value": f"What is a good name for a cat number {i}?"},
+        {"from": "gpt", "value": f"How about Whiskers {i}?"}]}) for i in range(6)))
+    raw = {
+        "data": {"history_len": 4, "balanced_per_behavior": 2},
+        "simulator": {"users": 12, "days": 4, "seed": 0},
+        "model": {"name": "tiny"},
+        "lora": {"r": 4, "alpha": 8, "target_modules": TINY_TARGETS},
+        "train": {"epochs": 1, "batch_size": 4, "max_train_samples": 8, "eval_samples": 0, "save_every": 1,
+                  "learning_rate": 1e-3},
+        "aux": {"ratio": 0.25, "source": str(conversations)},
+        "selection": {"per_behavior": 1, "max_scan_per_behavior": 2},
+        "eval": {"limit": 6, "batch_size": 8},
+        "variants": ["zero-shot", "behaviorlm"],
+    }
+    for key, value in changes.items():
+        section, field = key.split(".")
+        raw[section][field] = value
+    return RunConfig.model_validate(raw)
+
+
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    """A factory of tiny end-to-end run configurations: ``small_config(**{"selection.per_behavior": 2})``."""
+    return lambda **changes: _small_config(tmp_path, **changes)

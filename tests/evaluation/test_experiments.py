@@ -1,0 +1,43 @@
+"""The experiment suite end to end on the tiny model: every experiment writes its table, and the
+experiments share the tuning stages they have in common."""
+
+from __future__ import annotations
+
+import json
+
+from behaviorlm.evaluation.experiments import run_experiment
+
+
+def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_backbone, tune_calls, small_config):
+    config = small_config(**{"eval.limit": 4})
+    root = tmp_path / "run"
+
+    ablations = run_experiment("ablations", config, root, seeds=[0], shots=[], fractions=[])
+    assert [r["variant"] for r in ablations["rows"]] == ["no-aux", "no-dds", "no-cds", "no-a-tuning"]
+    assert set(ablations["reference_absolute"]) == {"overall", "head", "medium", "tail"}
+    # stage one: anchor, anchor-noaux, ft; B-Tuning: behaviorlm, no-aux, no-dds, no-cds, no-a-tuning
+    assert len(tune_calls) == 8
+
+    few_shot = run_experiment("few-shot", config, root, seeds=[0], shots=[1, 2], fractions=[])
+    assert [p["F"] for p in few_shot["points"]] == [1, 2]
+    assert len(tune_calls) == 9, "F=1 is the B-Tuning the ablations already ran; only F=2 is new"
+
+    anchor_tail = run_experiment("anchor-tail", config, root, seeds=[0], shots=[], fractions=[])
+    assert [r["model"] for r in anchor_tail["rows"]] == ["ft", "anchor-only", "tail-first", "behaviorlm"]
+    assert len(tune_calls) == 11, "only tail-first and its B-Tuning are new"
+
+    efficiency = run_experiment("sample-efficiency", config, root, seeds=[0], shots=[], fractions=[0.5, 1.0])
+    sasrec = [p for p in efficiency["points"] if p["model"] == "sasrec"]
+    assert [p["fraction"] for p in sasrec] == [0.5, 1.0] and sasrec[0]["train_samples"] < sasrec[1]["train_samples"]
+    assert efficiency["points"][0]["model"] == "behaviorlm" and efficiency["points"][0]["train_samples"] > 0
+
+    comparison = run_experiment("comparison", config, root, seeds=[0, 1], shots=[], fractions=[])
+    models = {r["model"] for r in comparison["rows"]}
+    assert {"zero-shot", "ft", "anchor-only", "behaviorlm", "sasrec", "markov"} <= models
+    row = next(r for r in comparison["rows"] if r["model"] == "behaviorlm")
+    assert row["seeds"] == [0, 1] and set(row["long_tail"]["overall"]) == {"mean", "std"}
+
+    embedding = run_experiment("embedding-map", config, root, seeds=[0], shots=[], fractions=[])
+    assert len(embedding["points"]) == len(json.loads((root / "data" / "stats.json").read_text())["behaviors"])
+    for name in ("ablations", "few_shot", "anchor_tail", "sample_efficiency", "comparison", "embedding_map"):
+        assert (root / "experiments" / f"{name}.json").is_file()
