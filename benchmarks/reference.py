@@ -1,0 +1,100 @@
+"""The plain reference trainer: Hugging Face ``Trainer`` + PEFT LoRA, the way a LLaMA-Factory-style setup runs it.
+
+It learns exactly what the project's tuner learns, from exactly the same tokens (the tuner's ``encode_examples``:
+chat template, labels on the answer tokens only, -100 on the prompt), with the same LoRA and optimizer settings,
+but in the straightforward way:
+
+- batches in random order, padded to the longest sequence in the batch (no length grouping);
+- the model's standard causal-LM loss, i.e. logits over the full vocabulary at every position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from behaviorlm.config import LoraConfig, TrainConfig
+
+
+class PadToLongest:
+    """Right-pads a batch to its longest sequence and counts the padded and the real tokens it produced."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+        self.padded_tokens = 0
+        self.real_tokens = 0
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        self.padded_tokens += ids.numel()
+        self.real_tokens += int(mask.sum())
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], out_dir: Path, lora: LoraConfig,
+                    train: TrainConfig) -> dict:
+    """LoRA-train ``model`` with HF Trainer; returns seconds, steps, losses and token counts."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(model, peft_config)
+    model.train()
+    from behaviorlm.lm.tuning import encode_examples
+
+    features = encode_examples(tokenizer, examples, train.max_length)
+    collator = PadToLongest(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    step_seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step_seconds.append(time.perf_counter() - self.started)
+
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": train.min_learning_rate},
+        warmup_steps=train.warmup_ratio,
+        weight_decay=train.weight_decay,
+        optim="adamw_torch",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=train.seed,
+        train_sampling_strategy="random",
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator,
+                      callbacks=[StepTimer()])
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    model.eval()
+    return {"model": model, "seconds": seconds, "steps": trainer.state.global_step, "step_seconds": step_seconds,
+            "losses": losses, "padded_tokens": collator.padded_tokens, "real_tokens": collator.real_tokens}
