@@ -73,7 +73,8 @@ def watch(command: list[str], manifest: Path, interval: float = 0.5) -> dict:
         time.sleep(interval)
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; keep Popen from waiting again
     peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-    return {"command": " ".join(command), "exit_status": child.returncode, "wall_seconds": time.perf_counter() - started,
+    return {"command": " ".join(command), "exit_status": child.returncode,
+            "wall_seconds": time.perf_counter() - started,
             "peak_rss_bytes": peak, "stage_peak_rss_bytes": per_stage, "rss_sample_interval_s": interval}
 
 

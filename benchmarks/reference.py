@@ -17,29 +17,22 @@ from pathlib import Path
 import torch
 
 from behaviorlm.config import LoraConfig, TrainConfig
+from behaviorlm.lm.tuning import AnswerCollator
 
 
-class PadToLongest:
-    """Right-pads a batch to its longest sequence and counts the padded and the real tokens it produced."""
+class PadToLongest(AnswerCollator):
+    """The project's right-padding collator, counting the padded and the real tokens it produced."""
 
     def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+        super().__init__(pad_id)
         self.padded_tokens = 0
         self.real_tokens = 0
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
-        self.padded_tokens += ids.numel()
-        self.real_tokens += int(mask.sum())
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = super().__call__(features)
+        self.padded_tokens += batch["input_ids"].numel()
+        self.real_tokens += int(batch["attention_mask"].sum())
+        return batch
 
 
 def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], out_dir: Path, lora: LoraConfig,

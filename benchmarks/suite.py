@@ -193,7 +193,8 @@ def _training(report: dict, options: Options, sizes: Sizes, folders, workdir: Pa
     train = TrainConfig(epochs=sizes.train_epochs, batch_size=sizes.train_batch_size, save_every=10**6,
                         eval_samples=0, seed=0)
     log(f"training: {len(chosen.samples)} samples x {sizes.train_epochs} epoch(s), batch {sizes.train_batch_size}, "
-        f"{sizes.train_steps} steps per trainer, each trainer in {'its own process' if options.isolate else 'this process'}")
+        f"{sizes.train_steps} steps per trainer, each trainer in "
+        f"{'its own process' if options.isolate else 'this process'}")
     results = benchmark_training(options.model, chosen.chat_examples(), lora, train, workdir / "train",
                                  isolate=options.isolate)
     project, reference = results["project"], results["reference"]
@@ -222,8 +223,9 @@ def _prediction(report: dict, options: Options, sizes: Sizes, folders) -> None:
     from benchmarks.prediction import benchmark_prediction
 
     chosen = workload.pick(folders, "test", sizes.predict_samples)
-    log(f"prediction: {len(chosen.samples)} samples; separate forwards on {min(sizes.separate_samples, len(chosen.samples))}, "
-        f"generation on {min(sizes.generate_samples, len(chosen.samples))}")
+    n = len(chosen.samples)
+    log(f"prediction: {n} samples; separate forwards on {min(sizes.separate_samples, n)}, "
+        f"generation on {min(sizes.generate_samples, n)}")
     model, tokenizer = workload.load(options.model)
     size = machine.model_size(model)
     report.setdefault("model_size", size.to_json())

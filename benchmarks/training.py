@@ -115,7 +115,8 @@ def benchmark_training(model_name: str, examples: list, lora: LoraConfig, train:
                        isolate: bool = True) -> dict:
     """Both trainers, each in its own process (``isolate``) or, for tests, in this one (RSS is then shared)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = {"model": model_name, "examples": examples, "lora": lora.model_dump(), "train": train.model_dump(mode="json")}
+    spec = {"model": model_name, "examples": examples, "lora": lora.model_dump(),
+            "train": train.model_dump(mode="json")}
     (workdir / "spec.json").write_text(json.dumps(spec))
     results = {}
     for trainer in TRAINERS:

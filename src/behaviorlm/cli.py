@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Before torch is imported: OpenMP threads that spin while waiting stall 2-7x when another process shares the
+# cores (measured by `behaviorlm bench`); passive waiting costs nothing on an idle machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from behaviorlm.errors import InputError
 
