@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from behaviorlm.config import LoraConfig, TrainConfig
-from behaviorlm.lm.tuning import AnswerCollator
+from behaviorlm.lm.tuning import AnswerCollator, schedule_arguments
 
 
 class PadToLongest(AnswerCollator):
@@ -62,20 +62,10 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
 
     args = TrainingArguments(
         output_dir=str(out_dir),
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": train.min_learning_rate},
-        warmup_steps=train.warmup_ratio,
-        weight_decay=train.weight_decay,
-        optim="adamw_torch",
+        **schedule_arguments(train),
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        seed=train.seed,
         train_sampling_strategy="random",
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),

@@ -157,6 +157,23 @@ class AnswerOnlyTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def schedule_arguments(train: TrainConfig) -> dict:
+    """The paper's optimizer and schedule (Appendix D) as TrainingArguments: AdamW, cosine to a minimum lr, warm-up."""
+    return dict(
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": train.min_learning_rate},
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=train.weight_decay,
+        optim="adamw_torch",
+        seed=train.seed,
+    )
+
+
 def _atomic_save_adapter(model, target: Path, extra: dict | None = None) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -319,16 +336,7 @@ def tune(
     checkpoints = out_dir / "checkpoints"
     args = TrainingArguments(
         output_dir=str(checkpoints),
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": train.min_learning_rate},
-        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of the total steps
-        weight_decay=train.weight_decay,
-        optim="adamw_torch",
+        **schedule_arguments(train),
         train_sampling_strategy="group_by_length",
         save_strategy="steps",
         save_steps=max(1, train.save_every),
@@ -336,7 +344,6 @@ def tune(
         logging_steps=max(1, min(10, train.save_every)),
         eval_strategy="no",
         report_to="none",
-        seed=train.seed,
         bf16=bf16,
         use_cpu=next(model.parameters()).device.type == "cpu",
         remove_unused_columns=False,
