@@ -48,14 +48,16 @@ def separate_forward_scores(model, tokenizer, prompts, candidates: Sequence[str]
 
 
 def scored_work(tokenizer, prompts, candidates: Sequence[str]) -> tuple[int, int]:
-    """(tokens, logit positions) exact scoring cannot do without: each prompt once, then the candidates' prefix
-    tree, where every token but a candidate's last is fed once however many candidates share it; each fed token
-    (and the prompt's last) needs its logits."""
-    from behaviorlm.lm.ranking import ChatFormat
+    """(tokens, logit positions) exact scoring of one call cannot do without: the prefix all prompts share once,
+    each prompt's own tokens once, then the candidates' prefix tree, where every token but a candidate's last is
+    fed once however many candidates share it; each fed token (and the prompt's last) needs its logits."""
+    from behaviorlm.lm.ranking import ChatFormat, shared_prefix_length
 
     fmt = ChatFormat(tokenizer)
     fed = {tuple(ids[:k]) for c in candidates for ids in [fmt.answer_ids(c)] for k in range(1, len(ids))}
-    prompt_tokens = sum(len(fmt.prompt_ids(p)) for p in prompts)
+    encoded = [fmt.prompt_ids(p) for p in prompts]
+    shared = shared_prefix_length(encoded)
+    prompt_tokens = shared + sum(len(e) - shared for e in encoded)
     return prompt_tokens + len(prompts) * len(fed), len(prompts) * (1 + len(fed))
 
 

@@ -39,6 +39,19 @@ def test_cached_scoring_equals_separate_forwards(tiny, batch_size, max_block):
     np.testing.assert_allclose(scores, separate_forward_scores(model, tokenizer, prompts, CANDIDATES), atol=1e-4)
 
 
+def test_the_prompts_common_prefix_is_encoded_once_and_scores_stay_exact(tiny):
+    model, tokenizer = tiny
+    prompts = [Prompt("role and task", f"history {'x ' * k}then {'y ' * (5 - k)}", None) for k in (1, 4, 2)]
+    ranker = CandidateRanker(model, tokenizer, batch_size=2, progress=False)
+    encoded = [ranker.format.prompt_ids(p) for p in prompts]
+    shared = ranker._encode_shared_prefix(encoded)
+    first_difference = next(t for t in range(len(encoded[0])) if len({e[t] for e in encoded}) > 1)
+    assert shared.length == first_difference > 5
+    assert ranker._encode_shared_prefix(encoded[:1]) is None  # a lone prompt keeps its whole prompt
+    np.testing.assert_allclose(ranker.score(prompts, CANDIDATES),
+                               separate_forward_scores(model, tokenizer, prompts, CANDIDATES), atol=1e-4)
+
+
 def test_shared_answer_prefixes_run_once():
     cand = [[5, 1], [5, 7, 1], [5, 7, 8, 1], [9, 1], [3]]
     [block] = candidate_blocks(cand, max_nodes=100)

@@ -10,12 +10,14 @@ Speed: each prompt is encoded once; the candidates' tokens are then run as one s
 key/values: a prefix tree (shared answer prefixes run once, the final end-of-turn tokens are only predicted, never
 fed), each token attending to the prompt and to its own ancestors only (a tree attention mask with per-token position
 ids). The prompt's cache is never copied per candidate, and the language-model head runs only where a token is
-scored. The same chat format
+scored. The token prefix that all prompts of a call share (the chat template's system turn and the start of the
+instruction) is encoded once per call and its cache reused by every batch. The same chat format
 (``ChatFormat``) is used for training, so a tuned model is scored on exactly the tokens it was trained on.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from behaviorlm.prompts import Prompt
 
@@ -169,26 +172,46 @@ class CandidateRanker:
         was_training = self.model.training
         self.model.eval()
         try:
+            shared = self._encode_shared_prefix(encoded)
+            cut = shared.length if shared else 0
             for batch in self._batches([len(e) for e in encoded], "scoring"):
-                out[batch] = self._score_batch([encoded[i] for i in batch], cand)
+                out[batch] = self._score_batch([encoded[i][cut:] for i in batch], cand, shared)
         finally:
             self.model.train(was_training)
         return out
 
-    def _score_batch(self, prompts: list[list[int]], cand: list[list[int]]) -> np.ndarray:
+    def _encode_shared_prefix(self, encoded: list[list[int]]) -> SharedPrefix | None:
+        """The cache of the longest token prefix common to all prompts, each keeping at least one token of its own
+        (its last logit scores the candidates' first tokens). None when there is nothing worth sharing, or when the
+        model's cache is not a plain one (sliding-window layers keep no full prefix)."""
+        length = shared_prefix_length(encoded)
+        if length == 0:
+            return None
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=torch.tensor([encoded[0][:length]], device=self.device), cache=cache, use_cache=True,
+                   logits_to_keep=1)
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            return None
+        return SharedPrefix(length, [(layer.keys, layer.values) for layer in cache.layers])
+
+    def _score_batch(self, prompts: list[list[int]], cand: list[list[int]],
+                     shared: SharedPrefix | None = None) -> np.ndarray:
+        """Scores of the candidates after each prompt (only the part after ``shared``, whose cache is given)."""
         device = self.device
         n_prompts = len(prompts)
+        cut = shared.length if shared else 0
+        cache = shared.expanded(n_prompts, self.model.config) if shared else DynamicCache(config=self.model.config)
         lengths = torch.tensor([len(p) for p in prompts], device=device)
         width = int(lengths.max())
         ids = torch.full((n_prompts, width), self._pad_id(), dtype=torch.long, device=device)
-        mask = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
+        mask = torch.zeros((n_prompts, cut + width), dtype=torch.bool, device=device)
+        mask[:, :cut] = True
         for i, p in enumerate(prompts):
             ids[i, : len(p)] = torch.tensor(p, device=device)
-            mask[i, : len(p)] = True
+            mask[i, cut: cut + len(p)] = True
         # Right padding: no padded query attends to nothing, and each prompt's last logit sits at length - 1.
-        last = torch.zeros_like(mask)
+        last = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
         last[torch.arange(n_prompts, device=device), lengths - 1] = True
-        cache = DynamicCache(config=self.model.config)
         prefix = self.model(input_ids=ids, attention_mask=mask.long(), cache=cache, use_cache=True,
                             logits_to_keep=last)
         first = torch.log_softmax(prefix.logits.float(), dim=-1)  # (n_prompts, vocab): every candidate's 1st token
@@ -198,7 +221,7 @@ class CandidateRanker:
         if key not in self._blocks:
             self._blocks = {key: candidate_blocks(cand, budget)}  # one candidate set at a time, as a rule
         for block in self._blocks[key]:
-            scores.index_add_(1, block.edge_cand.to(device), self._block(prefix.cache, mask, lengths, block))
+            scores.index_add_(1, block.edge_cand.to(device), self._block(prefix.cache, mask, cut + lengths, block))
         return scores.cpu().numpy()
 
     def _block(self, cache, prompt_mask: torch.Tensor, lengths: torch.Tensor, block: TrieBlock) -> torch.Tensor:
@@ -264,6 +287,14 @@ class CandidateRanker:
         return out
 
 
+def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
+    """Tokens all prompts start with, each prompt keeping at least one of its own; 0 when under two are shared."""
+    if len(encoded) < 2:
+        return 0
+    length = min(len(os.path.commonprefix(list(encoded))), min(len(e) for e in encoded) - 1)
+    return length if length >= 2 else 0
+
+
 def match_candidate(text: str, candidates: Sequence[str]) -> str | None:
     """Map generated text to a candidate: exact, then case-insensitive, then the longest candidate the text starts
     with (the model went on talking). None when nothing matches: the prediction counts as wrong."""
@@ -278,6 +309,21 @@ def match_candidate(text: str, candidates: Sequence[str]) -> str | None:
             return lowered[guess]
     prefixes = [c for c in candidates if c and text.lower().startswith(c.lower())]
     return max(prefixes, key=len) if prefixes else None
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The key/value cache of a token prefix common to every prompt of a call, one entry per layer."""
+
+    length: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def expanded(self, n_prompts: int, config) -> DynamicCache:
+        """A cache holding the prefix for ``n_prompts`` rows (a copy per batch: tens of tokens, a few MB)."""
+        cache = DynamicCache(config=config)
+        for index, (keys, values) in enumerate(self.layers):
+            cache.update(keys.expand(n_prompts, -1, -1, -1), values.expand(n_prompts, -1, -1, -1), index)
+        return cache
 
 
 @dataclass(frozen=True)
