@@ -78,10 +78,12 @@ def test_adapter_round_trips_through_load_model(trained, tiny_dir):
     np.testing.assert_allclose(after, before, atol=1e-4)
 
 
-def test_merged_model_scores_like_the_adapter(tiny_dir, tmp_path):
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["q_proj", "lm_head"]], ids=["attention", "tied-head"])
+def test_merged_model_scores_like_the_adapter(tiny_dir, tmp_path, targets):
     model, tokenizer = load_model(str(tiny_dir), device="cpu")
     train = TrainConfig(batch_size=4, max_steps=3, learning_rate=5e-2, save_every=100)
-    result = tune(model, tokenizer, examples(), tmp_path / "run", LORA, train, progress=False)
+    lora = LORA.model_copy(update={"target_modules": targets})
+    result = tune(model, tokenizer, examples(), tmp_path / "run", lora, train, progress=False)
     merged_dir = merge_adapter(str(tiny_dir), result.adapter_dir, tmp_path / "merged")
     assert not (merged_dir / "adapter_config.json").exists()
     merged, merged_tokenizer = load_model(str(merged_dir), device="cpu")
