@@ -25,6 +25,13 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
     anchor_tail = run_experiment("anchor-tail", config, root, seeds=[0], shots=[], fractions=[])
     assert [r["model"] for r in anchor_tail["rows"]] == ["ft", "anchor-only", "tail-first", "behaviorlm"]
     assert len(tune_calls) == 11, "only tail-first and its B-Tuning are new"
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    copied = {name: record.get("copied_from") for name, record in stages.items()
+              if name.startswith("evaluate-experiments/anchor_tail/")}
+    assert copied == {"evaluate-experiments/anchor_tail/ft": None, "evaluate-experiments/anchor_tail/anchor-only": None,
+                      "evaluate-experiments/anchor_tail/tail-first": None,
+                      "evaluate-experiments/anchor_tail/behaviorlm": "experiments/ablations/behaviorlm"}
+    assert (root / "experiments" / "anchor_tail" / "behaviorlm" / "metrics.json").is_file()
 
     efficiency = run_experiment("sample-efficiency", config, root, seeds=[0], shots=[], fractions=[0.5, 1.0])
     sasrec = [p for p in efficiency["points"] if p["model"] == "sasrec"]

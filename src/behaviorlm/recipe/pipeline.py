@@ -79,7 +79,11 @@ class Run:
     def save_manifest(self) -> None:
         write_json_atomic(self.manifest, self.manifest_path)
 
-    def stage(self, name: str, folder: Path, fp: str, step: Callable[[Path], dict]) -> dict:
+    def stage(self, name: str, folder: Path, fp: str, step: Callable[[Path], dict], copyable: str | None = None
+              ) -> dict:
+        """Run ``step(folder)`` unless done. ``copyable``: the name prefix of stages whose folder is ``RUN/<name
+        without the prefix>`` and holds nothing but the step's output; a done one with the same fingerprint and
+        folder name (an experiment evaluating a model the main run already evaluated) is copied, not recomputed."""
         record = self.manifest["stages"].get(name)
         if record and record["fingerprint"] == fp and record["status"] == "done" and folder.exists():
             self.log(f"{name}: done, skipped")
@@ -87,6 +91,20 @@ class Run:
         if folder.exists() and (record is None or record["fingerprint"] != fp):
             self.log(f"{name}: configuration changed, starting over")
             shutil.rmtree(folder)
+        twin = self._done_twin(name, folder, fp, copyable) if copyable else None
+        if twin is not None:
+            source, twin_record = twin
+            if folder.exists():
+                shutil.rmtree(folder)
+            partial = folder.with_name(folder.name + ".copying")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(source, partial)
+            partial.rename(folder)
+            self.manifest["stages"][name] = {**twin_record, "resumed": False, "copied_from": str(
+                source.relative_to(self.root))}
+            self.save_manifest()
+            self.log(f"{name}: same model and settings as {source.relative_to(self.root)}, copied")
+            return twin_record["result"]
         resuming = folder.exists()
         self.log(f"{name}: {'resuming' if resuming else 'running'}")
         started = time.perf_counter()
@@ -102,6 +120,16 @@ class Run:
         self.save_manifest()
         self.log(f"{name}: done in {seconds:.0f} s")
         return result
+
+    def _done_twin(self, name: str, folder: Path, fp: str, prefix: str) -> tuple[Path, dict] | None:
+        for other, record in self.manifest["stages"].items():
+            if other == name or not other.startswith(prefix):
+                continue
+            source = self.root / other[len(prefix):]
+            if (record["fingerprint"] == fp and record["status"] == "done" and source.name == folder.name
+                    and source.is_dir()):
+                return source, record
+        return None
 
 
 class Pipeline:
@@ -255,7 +283,7 @@ class Pipeline:
             return summarize(metrics)
 
         folder = self.eval_root / variant
-        return self.run.stage(f"evaluate-{stages.relative(folder, self.root)}", folder, fp, step)
+        return self.run.stage(f"evaluate-{stages.relative(folder, self.root)}", folder, fp, step, copyable="evaluate-")
 
     def baseline(self, name: str) -> dict:
         from behaviorlm.baselines.run import run_baseline
@@ -268,7 +296,7 @@ class Pipeline:
             return summarize(run_baseline(name, self.data, out, seed=seed, limit=self.config.eval.limit, **params))
 
         folder = self.eval_root / "baselines" / name
-        return self.run.stage(f"baseline-{stages.relative(folder, self.root)}", folder, fp, step)
+        return self.run.stage(f"baseline-{stages.relative(folder, self.root)}", folder, fp, step, copyable="baseline-")
 
     # -- the whole run ---------------------------------------------------------------------------
     def execute(self) -> dict[str, dict]:
