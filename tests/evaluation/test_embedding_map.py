@@ -9,7 +9,7 @@ import torch
 from behaviorlm.data.types import BehaviorInfo, Stats
 from behaviorlm.errors import InputError
 from behaviorlm.evaluation.embedding_map import behavior_embedding_map, embed_names
-from behaviorlm.evaluation.report import embedding_map_figure
+from behaviorlm.evaluation.report.figures import embedding_map_figure
 
 BEHAVIORS = [("Convenience Store", 0.4, "head", True), ("Train Station", 0.3, "head", True),
              ("Coffee Shop", 0.2, "medium", True), ("Museum", 0.06, "tail", False),

@@ -169,7 +169,8 @@ def test_table_contents(full_report):
 
 
 def test_anchor_tail_accuracy_from_metrics_and_experiment(tmp_path):
-    from behaviorlm.evaluation.report import anchor_tail_accuracy, load_run
+    from behaviorlm.evaluation.report import load_run
+    from behaviorlm.evaluation.report.tables import anchor_tail_accuracy
 
     run = load_run(make_full_run(tmp_path / "run"))
     accuracy = anchor_tail_accuracy(run)
@@ -184,7 +185,7 @@ def test_anchor_tail_accuracy_from_metrics_and_experiment(tmp_path):
 
 def test_confusion_counts_follow_predictions(tmp_path):
     from behaviorlm.data.types import Stats
-    from behaviorlm.evaluation.report import confusion_counts
+    from behaviorlm.evaluation.report.tables import confusion_counts
 
     stats = Stats.from_json(json.loads((make_full_run(tmp_path / "run") / "data" / "stats.json").read_text()))
     frame = pd.DataFrame({

@@ -1,0 +1,273 @@
+"""The report's tables: the Table block, cell formatting, and one builder per table.
+
+Also the per-model numbers that a table and a figure share: mean anchor/tail accuracy and the anchor/tail
+confusion counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from behaviorlm.data.types import Stats
+from behaviorlm.evaluation.report.artifacts import (
+    METRIC_KEYS,
+    METRIC_LABELS,
+    PROTOCOLS,
+    ModelResult,
+    RunArtifacts,
+    display,
+    model_sort_key,
+)
+
+
+@dataclass
+class Table:
+    id: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    footer: list[list[str]] = field(default_factory=list)
+    header_groups: list[tuple[str, int]] = field(default_factory=list)
+    """Optional spanning header row: (label, number of columns)."""
+    css_class: str = ""
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def best_cells(columns: Sequence[Sequence[float | None]], row_offset: int = 0, col_offset: int = 0) -> set:
+    """(row, col) of each column's maximum (ties all bold), ignoring missing values."""
+    out = set()
+    for c, column in enumerate(columns):
+        values = [v for v in column if v is not None]
+        if len(set(values)) < 2:  # nothing to single out
+            continue
+        top = max(values)
+        out |= {(r + row_offset, c + col_offset) for r, v in enumerate(column) if v is not None and v == top}
+    return out
+
+
+def format_seconds(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def metric_header(keys: Sequence[str], protocols: Sequence[str] = tuple(PROTOCOLS)) -> tuple[list[str], list]:
+    header = [METRIC_LABELS[k] for _ in protocols for k in keys]
+    return header, [(PROTOCOLS[p], len(keys)) for p in protocols]
+
+
+# -- builders -----------------------------------------------------------------------------------------------
+def overall_table(run: RunArtifacts) -> Table:
+    """Table 1 analog from this run's metrics.json files, with BehaviorLM's improvement over the best other."""
+    header, groups = metric_header(METRIC_KEYS)
+    values = [[m.protocol(p).get(k) for p in PROTOCOLS for k in METRIC_KEYS] for m in run.models]
+    rows = [["Traditional" if m.baseline else "LLM", display(m.name)] + [fmt(v) for v in vals]
+            for m, vals in zip(run.models, values)]
+    table = Table("table-overall", "Overall prediction performance (Table 1 analog). Best per column in bold.",
+                  ["Category", "Model"] + header, rows, best_cells(list(zip(*values)), col_offset=2),
+                  header_groups=[("", 2)] + groups)
+    names = run.model_names
+    if "behaviorlm" in names and len(names) > 1:
+        ours = values[names.index("behaviorlm")]
+        others = [v for n, v in zip(names, values) if n != "behaviorlm"]
+        improv = []
+        for c, value in enumerate(ours):
+            rivals = [o[c] for o in others if o[c] is not None]
+            best = max(rivals) if rivals else None
+            improv.append(f"{(value - best) / best * 100:+.1f}%" if value is not None and best else "–")
+        table.footer.append(["", "Improv. vs best other"] + improv)
+    return table
+
+
+def comparison_table(comparison: dict) -> Table:
+    """Table 1 analog over seeds: mean ± std."""
+    rows_raw = sorted(comparison.get("rows", []), key=lambda r: model_sort_key(str(r.get("model"))))
+    header, groups = metric_header(METRIC_KEYS)
+    means, rows = [], []
+    for row in rows_raw:
+        cells, row_means = [], []
+        for p in PROTOCOLS:
+            for k in METRIC_KEYS:
+                stat = (row.get(p) or {}).get(k) or {}
+                mean, std = stat.get("mean"), stat.get("std")
+                row_means.append(mean)
+                cells.append("–" if mean is None else f"{mean:.4f} ± {std or 0:.4f}")
+        means.append(row_means)
+        rows.append([display(str(row.get("model"))), str(len(row.get("seeds", [])))] + cells)
+    return Table("table-comparison", "Overall performance over seeds, mean ± std (Table 1 analog). "
+                 "Best mean per column in bold.", ["Model", "Seeds"] + header, rows,
+                 best_cells(list(zip(*means)), col_offset=2) if means else set(), header_groups=[("", 2)] + groups)
+
+
+def hit_rate_table(run: RunArtifacts) -> Table | None:
+    keys = ("hit@1", "hit@3", "hit@5")
+    if not any(m.protocol(p).get("hit@1") is not None for m in run.models for p in PROTOCOLS):
+        return None
+    header, groups = metric_header(keys)
+    values = [[m.protocol(p).get(k) for p in PROTOCOLS for k in keys] for m in run.models]
+    rows = [[display(m.name)] + [fmt(v) for v in vals] + [format_seconds(m.metrics.get("seconds"))]
+            for m, vals in zip(run.models, values)]
+    return Table("table-hits", "Top-k hit rates (truth among the k highest-ranked candidates) and the seconds "
+                 "each model's run took.", ["Model"] + header + ["Seconds"], rows,
+                 best_cells(list(zip(*values)), col_offset=1), header_groups=[("", 1)] + groups + [("", 1)])
+
+
+def per_behavior_accuracy(model: ModelResult) -> tuple[dict[str, float], str]:
+    """Per-behavior recall on the balanced set (every behavior has samples there), else on the test split."""
+    for protocol in ("long_tail", "next_behavior"):
+        per = model.protocol(protocol).get("per_behavior")
+        if per:
+            return per, protocol
+    return {}, ""
+
+
+def per_behavior_table(run: RunArtifacts) -> Table:
+    behaviors = sorted(run.stats.behaviors, key=lambda b: -b.share)
+    accs = [per_behavior_accuracy(m) for m in run.models]
+    fallback = [display(m.name) for m, (_, p) in zip(run.models, accs) if p == "next_behavior"]
+    values = [[acc.get(b.name) for acc, _ in accs] for b in behaviors]
+    rows = [[b.name, b.group, "yes" if b.anchor else "", f"{b.share * 100:.2f}%"] + [fmt(v, 3) for v in vals]
+            for b, vals in zip(behaviors, values)]
+    bold = set()
+    for r, vals in enumerate(values):  # best model per behavior
+        present = [v for v in vals if v is not None]
+        if len(set(present)) > 1:
+            bold |= {(r, c + 4) for c, v in enumerate(vals) if v == max(present)}
+    caption = ("Accuracy (recall) per behavior on the long-tail protocol, behaviors sorted by share of events. "
+               "Best model per behavior in bold.")
+    if fallback:
+        caption += f" Next-behavior protocol for: {', '.join(fallback)}."
+    return Table("table-per-behavior", caption, ["Behavior", "Group", "Anchor", "Share"]
+                 + [display(m.name) for m in run.models], rows, bold)
+
+
+def anchor_tail_accuracy(run: RunArtifacts) -> dict[str, tuple[float | None, float | None]]:
+    """Mean long-tail-protocol recall over anchor and over tail (non-anchor) behaviors, per model.
+
+    Computed from each model's per-behavior recall; models evaluated only by the anchor-tail experiment
+    (experiments/anchor_tail.json, same data) are added from its rows.
+    """
+    anchors = run.stats.anchors
+    out = {}
+    for m in run.models:
+        per = m.protocol("long_tail").get("per_behavior") or {}
+        if not per:
+            continue
+        a = [v for b, v in per.items() if b in anchors]
+        t = [v for b, v in per.items() if b not in anchors]
+        out[m.name] = (float(np.mean(a)) if a else None, float(np.mean(t)) if t else None)
+    for row in (run.experiments.get("anchor_tail") or {}).get("rows", []):
+        out.setdefault(str(row.get("model")), (row.get("anchor"), row.get("tail")))
+    return dict(sorted(out.items(), key=lambda item: model_sort_key(item[0])))
+
+
+def ablation_table(ablations: dict) -> Table:
+    keys = ("overall", "head", "medium", "tail")
+    rows, values = [], []
+    for row in ablations.get("rows", []):
+        vals = [row.get(k) for k in keys]
+        values.append(vals)
+        rows.append([display(str(row.get("variant")))] + ["–" if v is None else f"{v:+.2f}%" for v in vals])
+    # The largest drop per column is the component that matters most there.
+    worst = set()
+    for c, column in enumerate(zip(*values)):
+        present = [v for v in column if v is not None]
+        if present and min(present) < 0:
+            worst |= {(r, c + 1) for r, v in enumerate(column) if v == min(present)}
+    reference = display(str(ablations.get("reference", "behaviorlm")))
+    absolute = ablations.get("reference_absolute") or {}
+    levels = ", ".join(f"{k} {fmt(absolute.get(k))}" for k in keys if k in absolute)
+    return Table("table-ablations", f"Change of each ablation relative to full {reference}, in % "
+                 "(Table 5 analog; negative = worse). Largest drop per column in bold."
+                 + (f" {reference} itself, long-tail protocol: {levels}." if levels else ""),
+                 ["Variant", "Overall", "Head", "Medium", "Tail"], rows, worst)
+
+
+def confusion_counts(frame: pd.DataFrame, stats: Stats) -> pd.DataFrame | None:
+    """2x2 (plus "invalid" when a prediction is not a known behavior) counts on the balanced test set."""
+    if "label" not in frame:
+        return None
+    if "split" in frame:
+        frame = frame[frame["split"] == "balanced_test"]
+    if frame.empty:
+        return None
+    if "pred" in frame:
+        pred = frame["pred"]
+    elif "top" in frame:
+        pred = frame["top"].map(lambda top: top[0]["behavior"] if top is not None and len(top) else None)
+    else:
+        return None
+    anchors, known = stats.anchors, set(stats.names)
+
+    def kind(b) -> str:
+        return "anchor" if b in anchors else "tail" if b in known else "invalid"
+
+    table = pd.crosstab(frame["label"].map(kind), pred.map(kind))
+    columns = ["anchor", "tail"] + (["invalid"] if "invalid" in table.columns else [])
+    return table.reindex(index=["anchor", "tail"], columns=columns, fill_value=0)
+
+
+def confusion_table(matrices: dict[str, pd.DataFrame]) -> Table:
+    rows = []
+    for name, m in matrices.items():
+        share = m.div(m.sum(axis=1).replace(0, np.nan), axis=0)
+        cells = [f"{share.loc[t, p] * 100:.1f}%" if not np.isnan(share.loc[t, p]) else "–"
+                 for t in ("anchor", "tail") for p in ("anchor", "tail")]
+        invalid = int(m["invalid"].sum()) if "invalid" in m else 0
+        rows.append([display(name)] + cells + [str(invalid), str(int(m.values.sum()))])
+    return Table("table-confusion", "Anchor/tail confusion on the balanced test set: share of each true kind "
+                 "predicted as each kind (rows sum to 100% with invalid answers).",
+                 ["Model", "anchor → anchor", "anchor → tail", "tail → anchor", "tail → tail", "invalid", "n"], rows)
+
+
+def selection_table(name: str, selection: dict, stats: Stats) -> tuple[Table, str]:
+    """Per behavior: how many B-Tuning samples of each kind were used (hard contrastive, hard, random fill)."""
+    per_behavior = selection.get("kinds")
+    if per_behavior is None:  # also accept {behavior: {kind: n}} at the top level
+        per_behavior = {k: v for k, v in selection.items() if isinstance(v, dict) and k in stats.by_name}
+    kinds = ["dds_cds", "dds_only", "random"]
+    kinds += sorted({k for v in per_behavior.values() for k in v} - set(kinds))
+    scanned = selection.get("scanned") or {}
+    order = sorted(per_behavior, key=lambda b: -(stats.by_name[b].share if b in stats.by_name else 0))
+    rows = []
+    for b in order:
+        info = stats.by_name.get(b)
+        counts = [int(per_behavior[b].get(k, 0)) for k in kinds]
+        rows.append([b, info.group if info else "?", "yes" if info and info.anchor else ""] + [str(c) for c in counts]
+                    + [str(sum(counts))] + ([str(scanned.get(b, "–"))] if scanned else []))
+    totals = [sum(int(per_behavior[b].get(k, 0)) for b in order) for k in kinds]
+    footer = [["Total", "", ""] + [str(t) for t in totals] + [str(sum(totals))]
+              + ([str(sum(v for v in scanned.values() if isinstance(v, int)))] if scanned else [])]
+    labels = {"dds_cds": "DDS+CDS (same-kind mistake)", "dds_only": "DDS only (other mistake)",
+              "random": "random fill"}
+    header = ["Behavior", "Group", "Anchor"] + [labels.get(k, k) for k in kinds] + ["Total"]
+    header += ["Scanned"] if scanned else []
+    facts = []
+    if "selected" in selection:
+        facts.append(f"{selection['selected']} samples selected")
+    if "scored" in selection:
+        facts.append(f"{selection['scored']} training samples scored by the stage-one model in "
+                     f"{format_seconds(selection.get('seconds'))}")
+    table = Table(f"table-selection-{slug(name)}", f"B-Tuning selection ({name}): samples used per behavior by "
+                  "kind.", header, rows, footer=footer)
+    return table, "; ".join(facts)
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
