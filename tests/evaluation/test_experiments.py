@@ -44,7 +44,14 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
     row = next(r for r in comparison["rows"] if r["model"] == "behaviorlm")
     assert row["seeds"] == [0, 1] and set(row["long_tail"]["overall"]) == {"mean", "std"}
 
+    calls_before = len(tune_calls)
+    sizes = run_experiment("model-size", config, root, seeds=[0], shots=[], fractions=[], models=["tiny", "tiny-2"])
+    assert [(r["base_model"], r["model"]) for r in sizes["rows"]] == [
+        (m, v) for m in ("tiny", "tiny-2") for v in ("zero-shot", "ft", "behaviorlm")]
+    assert len(tune_calls) == calls_before + 3, "the run's own model reuses its stages; tiny-2 tunes ft, A and B"
+
     embedding = run_experiment("embedding-map", config, root, seeds=[0], shots=[], fractions=[])
     assert len(embedding["points"]) == len(json.loads((root / "data" / "stats.json").read_text())["behaviors"])
-    for name in ("ablations", "few_shot", "anchor_tail", "sample_efficiency", "comparison", "embedding_map"):
+    for name in ("ablations", "few_shot", "anchor_tail", "sample_efficiency", "comparison", "model_size",
+                 "embedding_map"):
         assert (root / "experiments" / f"{name}.json").is_file()

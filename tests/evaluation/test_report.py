@@ -29,7 +29,7 @@ BASELINES = ["sasrec", "markov"]
 FIGURE_IDS = ["fig-long-tail", "fig-group-accuracy", "fig-anchor-tail", "fig-few-shot", "fig-sample-efficiency",
               "fig-embedding-map", "fig-confusion"]
 TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-comparison", "table-hits", "table-ablations",
-             "table-per-behavior", "table-confusion"]
+             "table-model-size", "table-per-behavior", "table-confusion"]
 
 
 def fake_metrics(rng: np.random.Generator, name: str, hits: bool = True) -> dict:
@@ -109,6 +109,10 @@ def make_full_run(run: Path) -> Path:
         {"model": "sasrec", "train_samples": n, "overall": 0.05 + 0.03 * i, "rec_w": 0.2 + 0.05 * i}
         for i, n in enumerate((500, 1000, 5000, 20000, 80000))] + [
         {"model": "behaviorlm", "train_samples": 2000, "overall": 0.2, "rec_w": 0.4}]})
+    write_json(run / "experiments" / "model_size.json", {"rows": [
+        {"base_model": base, "model": m, "next_behavior": {"rec_w": 0.1 * i + 0.05 * j},
+         "long_tail": {"overall": 0.2 + 0.1 * i, "head": 0.3, "medium": 0.2, "tail": 0.1 + 0.1 * i}}
+        for i, base in enumerate(("smollm2-135m", "llama-3.1-8b")) for j, m in enumerate(MODELS)]})
     write_json(run / "experiments" / "embedding_map.json", {"model": "smollm2-135m", "explained_variance": [0.3, 0.2],
                                                           "points": [{"behavior": b, "x": float(rng.normal()),
                                                                       "y": float(rng.normal()), "anchor": a, "share": s}
@@ -157,6 +161,9 @@ def test_table_contents(full_report):
     ablations = html[html.index('id="table-ablations"'):]
     assert "<b>-10.00%</b>" in ablations.split("</table>")[0] and "+1.50%" in ablations
     assert "overall 0.4238" in ablations
+    sizes = html[html.index('id="table-model-size"'):].split("</table>")[0]
+    assert sizes.count("<tr>") == 1 + 6 and "llama-3.1-8b" in sizes
+    assert sizes.count("<td><b>0.3000</b></td>") == 3  # the larger model's long-tail overall, best for each variant
     # Per-behavior table: one row per behavior, sorted by share.
     per = html[html.index('id="table-per-behavior"'):].split("</table>")[0]
     assert per.count("<tr>") == 1 + len(BEHAVIORS)

@@ -11,11 +11,13 @@ figures:
 - ``anchor-tail``  Figures 1c and 4: anchor vs tail accuracy of ft, anchor-only, tail-first, BehaviorLM
 - ``sample-efficiency``  Figure 5: SASRec on growing fractions of the training data vs BehaviorLM
 - ``embedding-map``      Figure 1b: the base model's embeddings of behavior names, PCA to 2-D
+- ``model-size``   zero-shot, ``ft`` and BehaviorLM with each base model of ``--models`` (same data and settings)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 from pathlib import Path
 
@@ -129,9 +131,12 @@ def sample_efficiency(config: RunConfig, root: Path, fractions: list[float]) -> 
     points = [{"model": "behaviorlm", "train_samples": tuned,
                **{k: results["behaviorlm"]["long_tail"][k] for k in ("overall",)},
                "rec_w": results["behaviorlm"]["next_behavior"]["rec_w"]}]
+    # The fraction sets the training size; the rest as the run's SASRec, scored on the samples BehaviorLM saw.
+    params = {k: v for k, v in config.baseline_params.items() if k != "max_train_samples"}
     for fraction in fractions:
         out = root / "experiments" / "sample_efficiency" / f"sasrec-{fraction:g}"
-        metrics = run_baseline("sasrec", pipeline.data, out, seed=config.train.seed, train_fraction=fraction)
+        metrics = run_baseline("sasrec", pipeline.data, out, seed=config.train.seed, train_fraction=fraction,
+                               limit=config.eval.limit, **params)
         points.append({"model": "sasrec", "fraction": fraction, "train_samples": metrics.get("train_samples"),
                        "overall": metrics["long_tail"]["overall"], "rec_w": metrics["next_behavior"]["rec_w"]})
     return {"points": points}
@@ -148,11 +153,25 @@ def embedding_map(config: RunConfig, root: Path) -> dict:
     return {"model": config.model.name, **behavior_embedding_map(model, tokenizer, pipeline.data.stats)}
 
 
-EXPERIMENTS = ("comparison", "ablations", "few-shot", "anchor-tail", "sample-efficiency", "embedding-map")
+def model_size(config: RunConfig, root: Path, models: list[str]) -> dict:
+    """The recipe with each base model in turn; tuning stages carry the model in their fingerprint, so every model
+    gets its own, and the run's own model reuses what the run already has."""
+    rows = []
+    for name in models or [config.model.name]:
+        cfg = with_updates(config, model={"name": name}, variants=["zero-shot", "ft", "behaviorlm"], baselines=[])
+        folder = root / "experiments" / "model_size" / re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+        for variant, result in Pipeline(cfg, root, folder).execute().items():
+            rows.append({"base_model": name, "model": variant,
+                         **{p: {m: result[p][m] for m in METRICS} for p in ("next_behavior", "long_tail")}})
+    return {"rows": rows}
+
+
+EXPERIMENTS = ("comparison", "ablations", "few-shot", "anchor-tail", "sample-efficiency", "embedding-map",
+               "model-size")
 
 
 def run_experiment(name: str, config: RunConfig, root: Path, seeds: list[int], shots: list[int],
-                   fractions: list[float]) -> dict:
+                   fractions: list[float], models: list[str] | None = None) -> dict:
     if name == "comparison":
         result = comparison(config, root, seeds)
     elif name == "ablations":
@@ -163,6 +182,8 @@ def run_experiment(name: str, config: RunConfig, root: Path, seeds: list[int], s
         result = anchor_tail(config, root)
     elif name == "sample-efficiency":
         result = sample_efficiency(config, root, fractions)
+    elif name == "model-size":
+        result = model_size(config, root, models or [])
     else:
         result = embedding_map(config, root)
     (root / "experiments").mkdir(parents=True, exist_ok=True)
@@ -181,6 +202,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="F values of the few-shot curve (default 1 5 10 20 50)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0],
                         help="training-data fractions for SASRec in the sample-efficiency curve")
+    parser.add_argument("--models", nargs="+", default=[], metavar="MODEL",
+                        help="base models of the model-size comparison: embedded names or Hugging Face model "
+                             "folders (default: the config's model alone)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,6 +213,6 @@ def run(args: argparse.Namespace) -> int:
     names = list(EXPERIMENTS) if "all" in args.names else args.names
     for name in names:
         print(f"[behaviorlm] experiment {name}")
-        run_experiment(name, config, root, args.seeds, args.shots, args.fractions)
+        run_experiment(name, config, root, args.seeds, args.shots, args.fractions, args.models)
         print(f"[behaviorlm] wrote {root / 'experiments' / (name.replace('-', '_') + '.json')}")
     return 0

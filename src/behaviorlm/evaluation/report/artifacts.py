@@ -78,7 +78,8 @@ class RunArtifacts:
         return float(value) if value is not None else None
 
 
-EXPERIMENTS = ("comparison", "ablations", "few_shot", "anchor_tail", "sample_efficiency", "embedding_map")
+EXPERIMENTS = ("comparison", "ablations", "few_shot", "anchor_tail", "sample_efficiency", "embedding_map",
+               "model_size")
 
 
 def read_json(path: Path) -> dict:

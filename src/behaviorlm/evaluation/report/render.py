@@ -32,6 +32,7 @@ from behaviorlm.evaluation.report.tables import (
     comparison_table,
     confusion_counts,
     confusion_table,
+    model_size_table,
     format_seconds,
     hit_rate_table,
     overall_table,
@@ -131,6 +132,9 @@ def sections(run: RunArtifacts) -> tuple[list[Section], list[str]]:
         "related anchors in the base model's representation, which is what lets anchor tuning transfer to them; "
         "this map shows whether that holds for this model and these behaviors.",
         [embedding_map_figure(exp["embedding_map"])]))
+    need("model_size" in exp, "Model size", "experiments/model_size.json", lambda: Section(
+        "model-size", "Base model size", "The same data, settings and recipe with each base model.",
+        [model_size_table(exp["model_size"])]))
     need(run.models, "Per-behavior accuracy", metrics_glob, lambda: Section(
         "per-behavior", "Accuracy per behavior", blocks=[per_behavior_table(run)]))
     matrices = {name: m for name in run.model_names if name in run.predictions

@@ -199,6 +199,19 @@ def ablation_table(ablations: dict) -> Table:
                  ["Variant", "Overall", "Head", "Medium", "Tail"], rows, worst)
 
 
+def model_size_table(model_size: dict) -> Table:
+    keys = ("rec_w", "overall", "head", "medium", "tail")
+    rows, values = [], []
+    for row in model_size.get("rows", []):
+        vals = [row["next_behavior"]["rec_w"]] + [row["long_tail"][k] for k in keys[1:]]
+        values.append(vals)
+        rows.append([str(row["base_model"]), display(str(row["model"]))] + [fmt(v) for v in vals])
+    return Table("table-model-size", "The recipe with each base model: next-behavior Rec_w and the long-tail "
+                 "protocol's class-averaged accuracies. Best per column in bold.",
+                 ["Base model", "Model", "NB Rec_w", "LT Overall", "LT Head", "LT Medium", "LT Tail"], rows,
+                 best_cells(list(zip(*values)), col_offset=2) if values else set())
+
+
 def confusion_counts(frame: pd.DataFrame, stats: Stats) -> pd.DataFrame | None:
     """2x2 (plus "invalid" when a prediction is not a known behavior) counts on the balanced test set."""
     if "label" not in frame:
