@@ -49,7 +49,7 @@ class Sizes:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-QUICK = Sizes(train_samples=8, train_batch_size=4, predict_samples=6, separate_samples=2, generate_samples=6,
+QUICK = Sizes(train_samples=16, train_batch_size=4, predict_samples=6, separate_samples=2, generate_samples=6,
               matmul_n=3072, thread_counts=(), rank_batch_sizes=(), sim_users=40, sim_days=5)
 FULL = Sizes()
 
