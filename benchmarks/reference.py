@@ -15,9 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from transformers import Trainer
 
 from behaviorlm.config import LoraConfig, TrainConfig
-from behaviorlm.lm.tuning import AnswerCollator, schedule_arguments
+from behaviorlm.lm.tuning import AnswerCollator, AnswerOnlyTrainer, schedule_arguments
+
+
+class PaperScheduleTrainer(Trainer):
+    """The stock Trainer with the project's learning-rate schedule, so both sides take the same steps."""
+
+    create_scheduler = AnswerOnlyTrainer.create_scheduler
 
 
 class PadToLongest(AnswerCollator):
@@ -40,7 +47,7 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
     """LoRA-train ``model`` with HF Trainer; returns seconds, steps, losses and token counts."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback, TrainingArguments
 
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
@@ -72,8 +79,8 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator,
-                      callbacks=[StepTimer()])
+    trainer = PaperScheduleTrainer(model=model, args=args, train_dataset=features, data_collator=collator,
+                                   callbacks=[StepTimer()])
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

@@ -15,7 +15,7 @@ from behaviorlm.errors import InputError
 from behaviorlm.lm.loading import attach_adapter, load_model, tiny_model
 from behaviorlm.lm.ranking import CandidateRanker
 from behaviorlm.lm.tuning import (AnswerCollator, AnswerOnlyTrainer, behavior_examples, encode_examples,
-                                  merge_adapter, ranking_validator, tune)
+                                  merge_adapter, paper_lr_factor, ranking_validator, tune)
 from behaviorlm.prompts import render_sample
 
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
@@ -58,6 +58,25 @@ def test_loss_on_labelled_positions_equals_the_full_logits_loss(tiny):
         ours = trainer.compute_loss(model, dict(batch))
     assert float(ours) == pytest.approx(float(reference), rel=1e-5)
     assert trainer.tokens_seen == int(batch["attention_mask"].sum())
+
+
+def test_paper_schedule_warms_up_from_the_minimum_and_decays_back_to_it():
+    assert paper_lr_factor(0, 2, 10, 0.01) == 0.01
+    assert paper_lr_factor(1, 2, 10, 0.01) == pytest.approx(0.505)
+    assert paper_lr_factor(2, 2, 10, 0.01) == 1.0
+    assert paper_lr_factor(6, 2, 10, 0.01) == pytest.approx(0.505)
+    assert paper_lr_factor(10, 2, 10, 0.01) == pytest.approx(0.01)
+
+
+def test_the_tuner_follows_the_paper_schedule(tmp_path, fresh_tiny):
+    model, tokenizer = fresh_tiny
+    train = TrainConfig(batch_size=4, max_steps=10, warmup_ratio=0.2, learning_rate=1e-3, min_learning_rate=1e-5,
+                        save_every=1)
+    result = tune(model, tokenizer, examples(), tmp_path / "run", LORA, train, progress=False)
+    logged = {h["step"]: h["learning_rate"] for h in result.history if "learning_rate" in h}
+    assert sorted(logged) == list(range(1, 11))
+    for step, rate in logged.items():  # the rate optimizer step number `step` (from 1) used
+        assert rate == pytest.approx(1e-3 * paper_lr_factor(step - 1, 2, 10, 0.01))
 
 
 def test_training_lowers_the_loss(trained):

@@ -4,8 +4,8 @@ Built on ``transformers.Trainer``, so ``accelerate launch`` or ``torchrun`` runs
 
     torchrun --nproc_per_node 4 -m behaviorlm.cli tune --data DIR --out RUN
 
-Paper defaults (Appendix D): AdamW, linear warm-up over 10% of the steps, cosine decay from 1e-4 to 1e-6
-(the Trainer warms up from 0 rather than from 1e-6). Batches are grouped by length so padding stays small;
+Paper defaults (Appendix D): AdamW, linear warm-up from 1e-6 over 10% of the steps, cosine decay from 1e-4 back
+to 1e-6 (``paper_lr_factor``). Batches are grouped by length so padding stays small;
 the language-model head runs only at the positions whose next token is a label (the answer), which on a CPU
 saves most of the cost of a behavior sample (hundreds of prompt tokens, a handful of answer tokens).
 
@@ -140,6 +140,14 @@ class AnswerOnlyTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tokens_seen = 0
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            floor = (self.args.lr_scheduler_kwargs or {}).get("min_lr", 0.0) / self.args.learning_rate
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, lambda step: paper_lr_factor(step, warmup, num_training_steps, floor))
+        return self.lr_scheduler
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -155,6 +163,15 @@ class AnswerOnlyTrainer(Trainer):
         else:
             loss = total / max(1, targets.numel()) / self.current_gradient_accumulation_steps
         return (loss, outputs) if return_outputs else loss
+
+
+def paper_lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
+    """Learning rate / peak at ``step``: linear warm-up from ``floor`` to 1, then cosine decay back to ``floor``
+    (Hugging Face's own cosine schedules warm up from 0)."""
+    if step < warmup:
+        return floor + (1.0 - floor) * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def schedule_arguments(train: TrainConfig) -> dict:
