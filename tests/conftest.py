@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from behaviorlm.config import RunConfig
 from behaviorlm.lm import loading, tuning
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny test model is overhead-bound: a second thread buys nothing and stalls when other processes share
+    the cores. Restored after each module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

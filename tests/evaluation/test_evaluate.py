@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from behaviorlm.cli import main
 from behaviorlm.config import EvalConfig
@@ -41,7 +40,6 @@ def dataset(tmp_path_factory) -> Path:
 def tiny_dir(tmp_path_factory):
     from behaviorlm.lm.loading import tiny_model
 
-    torch.set_num_threads(1)  # overhead-bound tiny model; avoids stalls when other processes share the cores
     model, tokenizer = tiny_model(seed=0)
     folder = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(folder)

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import torch
 
 from behaviorlm.data.types import BehaviorInfo, Event, Sample, Stats, write_samples
 
@@ -17,8 +16,7 @@ BEHAVIORS = sorted(PLACE_TO_BEHAVIOR.values())
 TINY_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
 """A random tiny model can only become confident with LoRA on its output layer too."""
 
-# The tiny model is overhead-bound: a second thread buys nothing and stalls when other processes share the cores.
-torch.set_num_threads(1)
+
 
 
 def make_samples(n: int, prefix: str = "s", history_len: int = 3, seed: int = 0) -> list[Sample]:
