@@ -249,6 +249,14 @@ def _prediction(report: dict, options: Options, sizes: Sizes, folders) -> None:
         ("rank_top1_agreement_generate", report["rank_top1_agreement_generate"], "samples"),
     ]:
         _figure(report, name, value, unit, command)
+    if result["int8"]:
+        int8 = result["int8"]
+        report["rank_int8_top1_agreement"] = f"{int8['top1_agreement_with_float']}/{n}"
+        for name, value, unit in [("rank_int8_samples_per_s", int8["samples_per_s"], "samples/s"),
+                                  ("rank_int8_speedup_vs_float", int8["speedup_vs_float"], "x"),
+                                  ("rank_int8_speedup_vs_generate", int8["speedup_vs_generate"], "x"),
+                                  ("rank_int8_top1_agreement", report["rank_int8_top1_agreement"], "samples")]:
+            _figure(report, name, value, unit, command)
     for count, entry in result["threads"].items():
         _figure(report, f"rank_samples_per_s_{count}_threads", entry["samples_per_s"], "samples/s", command)
     for batch, entry in sorted(result["batch_sizes"].items(), key=lambda item: int(item[0])):

@@ -37,6 +37,8 @@ class Sizes:
     """Thread counts tried for the ranker; empty = keep torch's default only."""
     rank_batch_sizes: tuple[int, ...] = (1, 4, 16)
     """Other ranker batch sizes (prompts per forward) timed against ``predict_batch_size``; empty = none."""
+    int8: bool = True
+    """Also time the ranker on a dynamic-int8 copy of the model (CPU only)."""
     sim_users: int = 60
     sim_days: int = 7
 

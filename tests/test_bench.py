@@ -72,6 +72,13 @@ def test_ranker_agrees_with_separate_forwards(report):
     assert set(report["prediction"]["batch_sizes"]) == {"1", "2"}  # the tried size and the default
 
 
+def test_int8_ranker_is_timed_and_compared_with_the_float_one(report):
+    int8 = report["prediction"]["int8"]
+    assert positive(int8["speedup_vs_float"]) and positive(int8["speedup_vs_generate"])
+    assert report["rank_int8_top1_agreement"] == f"{int8['top1_agreement_with_float']}/2"
+    assert {"rank_int8_speedup_vs_float", "rank_int8_top1_agreement"} <= {f["name"] for f in report["figures"]}
+
+
 def test_table_lists_figures_and_targets(report):
     table = benchmarks_module("suite").format_table(report)
     assert "rank_speedup_vs_separate_forwards" in table and "targets:" in table

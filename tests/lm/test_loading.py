@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from behaviorlm.errors import InputError
-from behaviorlm.lm.loading import embedded_tokenizer_dir, load_model, pick_dtype, tiny_model
+from behaviorlm.lm.loading import embedded_tokenizer_dir, for_inference, load_model, pick_dtype, tiny_model
 
 
 def test_tiny_model_shape(tiny):
@@ -54,3 +54,22 @@ def test_embedded_tokenizer_is_cached_by_gguf_hash():
     folder = embedded_tokenizer_dir()
     assert folder.name == "tokenizer" and folder.parent.name.startswith("smollm2-135m-")
     assert (folder / "tokenizer.json").is_file()
+
+
+def test_int8_inference_quantizes_the_linear_layers_and_keeps_the_ranking():
+    import numpy as np
+
+    from behaviorlm.lm.ranking import CandidateRanker
+    from behaviorlm.prompts import Prompt
+
+    candidates = ["Work", "Workout", "Go home", "Eat dinner at a restaurant", "Sleep"]
+    prompts = [Prompt("role and task", "history " * k, None) for k in (1, 7, 3, 12)]
+    model, tokenizer = tiny_model(seed=0)
+    exact = CandidateRanker(model, tokenizer, progress=False).score(prompts, candidates)
+    quantized = for_inference(tiny_model(seed=0)[0], int8=True)
+    assert type(quantized.model.layers[0].self_attn.q_proj).__name__ == "Linear"
+    assert type(quantized.model.layers[0].self_attn.q_proj).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    approx = CandidateRanker(quantized, tokenizer, progress=False).score(prompts, candidates)
+    spread = (exact.max(axis=1) - exact.min(axis=1)).min()
+    assert 0 < np.abs(approx - exact).max() < 0.02 * spread  # int8 really changes the numbers, but little
+    assert (approx.argmax(axis=1) == exact.argmax(axis=1)).all()

@@ -101,13 +101,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="prompts scored together (default from config: 8)")
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed choosing each sample's instruction format")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; "
+                        "predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set eval.batch_size=4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import load_config
-    from behaviorlm.lm.loading import load_model
+    from behaviorlm.lm.loading import for_inference, load_model
 
     overrides = list(args.set)
     for key, value in (("model.name", args.model), ("eval.limit", args.limit), ("eval.mode", args.mode),
@@ -122,9 +124,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
     model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype, adapter=args.adapter,
                                   trust_remote_code=config.model.trust_remote_code)
+    model = for_inference(model, int8=args.int8)
     out = Path(args.out)
     info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,
-            "prompt_seed": args.prompt_seed}
+            "prompt_seed": args.prompt_seed, "int8": args.int8}
     metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,
                              prompt_seed=args.prompt_seed, model_info=info)
     for protocol in PROTOCOLS:

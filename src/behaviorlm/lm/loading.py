@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -203,6 +204,39 @@ def attach_adapter(model, adapter: str | Path, trainable: bool = False):
     if not (adapter / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=str(adapter))
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+
+
+def merged_adapter(model):
+    """A PEFT model with its adapter folded into the weights (same predictions, no extra LoRA matmuls); other
+    models unchanged. An output layer tied to the input embeddings gets its own weights first: merging a LoRA on
+    ``lm_head`` would otherwise change the shared tensor, i.e. the input embeddings too."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    base = model.get_base_model()
+    config = base.config.get_text_config()
+    head, embeddings = base.get_output_embeddings(), base.get_input_embeddings()
+    if getattr(config, "tie_word_embeddings", False) and head is not None and embeddings is not None:
+        head = getattr(head, "base_layer", head)
+        if head.weight is getattr(embeddings, "base_layer", embeddings).weight:
+            head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+        config.tie_word_embeddings = base.config.tie_word_embeddings = False
+    return model.merge_and_unload()
+
+
+def for_inference(model, int8: bool = False):
+    """The model as prediction uses it: adapter merged (``merged_adapter``), eval mode, and with ``int8`` its
+    linear layers quantized to dynamic int8 (weights int8 per output channel, activations quantized on the fly;
+    CPU only). ``behaviorlm bench`` measures its speed and its top-1 agreement with the float model."""
+    model = merged_adapter(model)
+    if int8:
+        if next(model.parameters()).device.type != "cpu":
+            raise InputError("int8 inference runs on the CPU only; drop --int8 or use --device cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch points to torchao for new code; this API still works
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True)
+    model.eval()
+    return model
 
 
 def tiny_model(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:

@@ -36,7 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from behaviorlm.config import LoraConfig, ModelConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
-from behaviorlm.lm.loading import load_model
+from behaviorlm.lm.loading import load_model, merged_adapter
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
 from behaviorlm.prompts import render_sample
 
@@ -416,8 +416,7 @@ def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, trust
     out_dir = Path(out_dir)
     model, tokenizer = load_model(base, device="cpu", dtype="auto", adapter=adapter_dir,
                                   trust_remote_code=trust_remote_code)
-    _untie_output_embeddings(model.get_base_model())
-    merged = model.merge_and_unload()
+    merged = merged_adapter(model)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp), safe_serialization=True)
@@ -425,20 +424,6 @@ def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, trust
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir
-
-
-def _untie_output_embeddings(model) -> None:
-    """Give the output layer its own weights when they are tied to the input embeddings: merging a LoRA on
-    ``lm_head`` would otherwise change the shared tensor, i.e. the input embeddings too."""
-    config = model.config.get_text_config()
-    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    if not getattr(config, "tie_word_embeddings", False) or head is None or embeddings is None:
-        return
-    head = getattr(head, "base_layer", head)
-    embeddings = getattr(embeddings, "base_layer", embeddings)
-    if head.weight is embeddings.weight:
-        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    config.tie_word_embeddings = model.config.tie_word_embeddings = False
 
 
 def steps_per_epoch(n_examples: int, train: TrainConfig, processes: int = 1) -> int:

@@ -144,16 +144,18 @@ class Predictor:
     # --- loading -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_run(cls, path: str | Path, model_name: str | None = None, device: str = "auto", batch_size: int | None = None) -> Predictor:
+    def from_run(cls, path: str | Path, model_name: str | None = None, device: str = "auto",
+                 batch_size: int | None = None, int8: bool = False) -> Predictor:
         """Load a run folder or a prepared dataset folder.
 
         Run folder (``RUN/config.yaml``, ``RUN/data/stats.json``, ``RUN/<model>/model.json``): ``model_name``
         picks ``RUN/<model>``; by default "behaviorlm" if it exists, else a tuned model (one with an adapter),
         else the zero-shot base model. Prepared dataset folder (``stats.json`` inside): the base model
         ``model_name`` (default the embedded SmolLM2) predicts zero-shot. A LoRA adapter is merged into the
-        weights once loaded, since serving never trains.
+        weights once loaded, since serving never trains; ``int8`` quantizes the linear layers (CPU only,
+        ``lm.loading.for_inference``).
         """
-        from behaviorlm.lm.loading import load_model
+        from behaviorlm.lm.loading import for_inference, load_model
 
         stats, history_len, source, default_batch = resolve_run(Path(path), model_name)
         model, tokenizer = load_model(
@@ -163,9 +165,7 @@ class Predictor:
             adapter=str(source.adapter) if source.adapter else None,
             trust_remote_code=source.trust_remote_code,
         )
-        if source.adapter is not None and hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()  # same predictions without the adapter's extra matmuls per layer
-        model.eval()
+        model = for_inference(model, int8=int8)
         return cls(model, tokenizer, stats, history_len, batch_size=batch_size or default_batch, name=source.label)
 
     # --- prediction ----------------------------------------------------------------------------------

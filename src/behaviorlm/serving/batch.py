@@ -51,6 +51,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-users", type=int, default=64, help="users ranked per model call batch (bounds memory)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (default: the run's eval.batch_size, else 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice); 1 is faster when other jobs share the cores")
 
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     config = data_config(args)
     events = read_events(config)  # before loading the model: bad input fails fast
     set_threads(args.threads)
-    predictor = Predictor.from_run(args.run, args.model, args.device, batch_size=args.batch_size)
+    predictor = Predictor.from_run(args.run, args.model, args.device, batch_size=args.batch_size, int8=args.int8)
     check_behaviors(events, predictor, config)
     if args.k > len(predictor.candidates):
         raise InputError(f"--k must be at most the number of behaviors ({len(predictor.candidates)}), got {args.k}")

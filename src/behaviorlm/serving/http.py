@@ -381,6 +381,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-kb", type=int, default=ServerSettings.max_body_bytes // 1024, help="largest request body accepted (KiB); larger gets 413")
     parser.add_argument("--batch-window-ms", type=float, default=ServerSettings.batch_window_ms, help="how long an idle server waits to batch concurrent requests")
     parser.add_argument("--max-pending", type=int, default=ServerSettings.max_pending, help="queued prompts beyond which requests get 503")
+    parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default on CPU: all cores but one, which is left to the HTTP event loop)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
 
@@ -417,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
     )
     set_threads(args.threads or serving_threads(args.device))
-    predictor = Predictor.from_run(args.run, args.model, args.device)
+    predictor = Predictor.from_run(args.run, args.model, args.device, int8=args.int8)
     print(f"serving {predictor.name} ({len(predictor.candidates)} behaviors) on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
     uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
