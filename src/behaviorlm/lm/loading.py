@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -203,7 +204,16 @@ def attach_adapter(model, adapter: str | Path, trainable: bool = False):
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=str(adapter))
-    return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    with peft_quietly():
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+
+
+@contextmanager
+def peft_quietly():
+    """PEFT asks the model for a property that transformers has deprecated; its FutureWarning tells users nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def merged_adapter(model):

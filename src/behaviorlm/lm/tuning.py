@@ -36,7 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from behaviorlm.config import LoraConfig, ModelConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
-from behaviorlm.lm.loading import load_model, merged_adapter
+from behaviorlm.lm.loading import attach_adapter, load_model, merged_adapter, peft_quietly
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
 from behaviorlm.prompts import render_sample
 
@@ -275,9 +275,7 @@ def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None):
             raise ValueError("init_adapter given for a model that already carries an adapter")
         return model
     if init_adapter is not None:
-        if not (Path(init_adapter) / "adapter_config.json").is_file():
-            raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=str(init_adapter))
-        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        return attach_adapter(model, init_adapter, trainable=True)
     layers = None
     if lora.last_n_layers:
         total = model.config.get_text_config().num_hidden_layers
@@ -285,7 +283,8 @@ def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None):
     config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=list(lora.target_modules), layers_to_transform=layers,
                             task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with peft_quietly():
+        return get_peft_model(model, config)
 
 
 def tune(
