@@ -94,14 +94,16 @@ class Run:
         twin = self._done_twin(name, folder, fp, copyable) if copyable else None
         if twin is not None:
             source, twin_record = twin
+            started = time.perf_counter()
             if folder.exists():
                 shutil.rmtree(folder)
             partial = folder.with_name(folder.name + ".copying")
             shutil.rmtree(partial, ignore_errors=True)
             shutil.copytree(source, partial)
             partial.rename(folder)
-            self.manifest["stages"][name] = {**twin_record, "resumed": False, "copied_from": str(
-                source.relative_to(self.root))}
+            self.manifest["stages"][name] = {
+                "fingerprint": fp, "status": "done", "seconds": round(time.perf_counter() - started, 1),
+                "resumed": False, "result": twin_record["result"], "copied_from": str(source.relative_to(self.root))}
             self.save_manifest()
             self.log(f"{name}: same model and settings as {source.relative_to(self.root)}, copied")
             return twin_record["result"]
