@@ -132,7 +132,12 @@ def test_rank_and_generate_agree_on_a_trained_model(trained):
     result, tokenizer = trained
     prompts = [render_sample(s, BEHAVIORS, with_answer=False) for s in make_samples(12, "v", seed=5)]
     ranker = CandidateRanker(result.model, tokenizer, batch_size=4, progress=False)
-    top1 = [r[0][0] for r in ranker.rank(prompts, BEHAVIORS, k=1)]
+    scores = ranker.score(prompts, BEHAVIORS)
+    top1 = [BEHAVIORS[j] for j in scores.argmax(axis=1)]
     generated = ranker.generate(prompts, BEHAVIORS)
     assert None not in generated
-    assert generated == top1
+    # An answer the model gives with probability above 1/2 wins every greedy step (each next token has at least
+    # that conditional probability), so greedy decoding must produce it; near ties may legitimately differ.
+    confident = [i for i, row in enumerate(scores) if np.exp(row.max()) > 0.5]
+    assert len(confident) >= len(prompts) // 2
+    assert [generated[i] for i in confident] == [top1[i] for i in confident]
