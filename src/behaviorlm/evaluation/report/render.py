@@ -212,8 +212,8 @@ figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
 
 
 NOT_RUN_HINT = ("experiments/*.json come from `behaviorlm experiment NAME --config CONFIG --out RUN_DIR` "
-                "(NAME: comparison, ablations, few-shot, anchor-tail, sample-efficiency, embedding-map or all); "
-                "metrics.json, predictions and selection files from `behaviorlm run`.")
+                "(NAME: comparison, ablations, few-shot, anchor-tail, sample-efficiency, embedding-map, model-size "
+                "or all); metrics.json, predictions and selection files from `behaviorlm run`.")
 
 
 def is_number(cell: str) -> bool:
