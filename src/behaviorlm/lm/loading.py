@@ -218,14 +218,15 @@ def peft_quietly():
 
 def merged_adapter(model):
     """A PEFT model with its adapter folded into the weights (same predictions, no extra LoRA matmuls); other
-    models unchanged. An output layer tied to the input embeddings gets its own weights first: merging a LoRA on
-    ``lm_head`` would otherwise change the shared tensor, i.e. the input embeddings too."""
+    models unchanged. When the adapter wraps the output layer or the input embeddings and the two are tied, the
+    output layer gets its own weights first: merging would otherwise change the shared tensor, i.e. both."""
     if not hasattr(model, "merge_and_unload"):
         return model
     base = model.get_base_model()
     config = base.config.get_text_config()
     head, embeddings = base.get_output_embeddings(), base.get_input_embeddings()
-    if getattr(config, "tie_word_embeddings", False) and head is not None and embeddings is not None:
+    adapted = hasattr(head, "base_layer") or hasattr(embeddings, "base_layer")
+    if adapted and getattr(config, "tie_word_embeddings", False):
         head = getattr(head, "base_layer", head)
         if head.weight is getattr(embeddings, "base_layer", embeddings).weight:
             head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
