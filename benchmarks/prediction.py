@@ -139,8 +139,17 @@ def benchmark_prediction(model, tokenizer, workload: Workload, sizes: Sizes, siz
     if batch_sizes:
         batch_sizes[str(sizes.predict_batch_size)] = {"seconds": rank_seconds, "samples_per_s": n / rank_seconds}
 
-    int8 = _int8_ranking(model, tokenizer, sizes, per_group, prompts, workload, everything, gen_idx, top1, labels,
-                         rank_seconds, gen_seconds) if sizes.int8 and model.device.type == "cpu" else None
+    int8 = None
+    if sizes.int8 and model.device.type == "cpu":  # the ranker on a dynamic-int8 copy: speed and top-1 agreement
+        quantized = int8_ranker(model, tokenizer, sizes.predict_batch_size)
+        quantized.score(prompts[:1], workload.candidates[0])  # warm-up
+        q_scores, q_seconds = per_group(everything, quantized.score)
+        q_gen_seconds = q_seconds if gen_idx == everything else per_group(gen_idx, quantized.score)[1]
+        q_top1 = {i: workload.candidates[i][int(np.argmax(q_scores[i]))] for i in everything}
+        int8 = {"seconds": q_seconds, "samples_per_s": n / q_seconds, "speedup_vs_float": rank_seconds / q_seconds,
+                "speedup_vs_generate": gen_seconds / q_gen_seconds,
+                "top1_agreement_with_float": sum(q_top1[i] == top1[i] for i in everything),
+                "top1_accuracy": _accuracy(q_top1, labels, everything)}
 
     return {
         "samples": n,
@@ -166,25 +175,15 @@ def benchmark_prediction(model, tokenizer, workload: Workload, sizes: Sizes, siz
     }
 
 
-def _int8_ranking(model, tokenizer, sizes: Sizes, per_group, prompts, workload: Workload, everything: list[int],
-                  gen_idx: list[int], top1: dict, labels: list[str], rank_seconds: float, gen_seconds: float) -> dict:
-    """The ranker on a dynamic-int8 copy of the model (``for_inference(int8=True)``): speed against the float
-    ranker and greedy generation on the same samples, and how often its top-1 is the float ranker's."""
+def int8_ranker(model, tokenizer, batch_size: int):
+    """A ranker over a dynamic-int8 copy of ``model`` (``for_inference(int8=True)``); the float model is kept."""
     import copy
 
     from behaviorlm.lm.loading import for_inference
     from behaviorlm.lm.ranking import CandidateRanker
 
-    quantized = for_inference(copy.deepcopy(model), int8=True)
-    ranker = CandidateRanker(quantized, tokenizer, batch_size=sizes.predict_batch_size, progress=False)
-    ranker.score(prompts[:1], workload.candidates[0])  # warm-up
-    scores, seconds = per_group(everything, ranker.score)
-    gen_part = seconds if gen_idx == everything else per_group(gen_idx, ranker.score)[1]
-    predicted = {i: workload.candidates[i][int(np.argmax(scores[i]))] for i in everything}
-    return {"seconds": seconds, "samples_per_s": len(everything) / seconds,
-            "speedup_vs_float": rank_seconds / seconds, "speedup_vs_generate": gen_seconds / gen_part,
-            "top1_agreement_with_float": sum(predicted[i] == top1[i] for i in everything),
-            "top1_accuracy": _accuracy(predicted, labels, everything)}
+    return CandidateRanker(for_inference(copy.deepcopy(model), int8=True), tokenizer, batch_size=batch_size,
+                           progress=False)
 
 
 def _accuracy(predicted: dict, labels: list[str], indices: list[int]) -> float:

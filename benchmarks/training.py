@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from behaviorlm.config import LoraConfig, TrainConfig
+from behaviorlm.lm.tuning import label_positions
 
 TRAINERS = ("project", "reference")
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +49,10 @@ def answer_loss(model, features: list[dict]) -> float:
     total, count = 0.0, 0
     for f in features:
         ids = torch.tensor([f["input_ids"]], device=device)
-        labels = torch.tensor([f["labels"]], device=device)
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+        keep, targets = label_positions(torch.tensor([f["labels"]], device=device))
         logits = model(input_ids=ids, logits_to_keep=keep).logits
-        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                         labels.roll(-1, dims=1)[keep], reduction="sum"))
+        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets,
+                                                         reduction="sum"))
         count += int(keep.sum())
     return total / max(1, count)
 

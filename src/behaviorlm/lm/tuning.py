@@ -131,6 +131,13 @@ class AnswerCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions whose logits predict a label, those labels): position t predicts token t + 1."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep, labels.roll(-1, dims=1)[keep]
+
+
 class AnswerOnlyTrainer(Trainer):
     """Trainer whose loss runs the language-model head only at positions that predict a label."""
 
@@ -149,11 +156,8 @@ class AnswerOnlyTrainer(Trainer):
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t + 1
+        keep, targets = label_positions(inputs.pop("labels"))
         outputs = model(**inputs, logits_to_keep=keep)
-        targets = labels.roll(-1, dims=1)[keep]
         total = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
         self.tokens_seen += int(inputs["attention_mask"].sum())
         if num_items_in_batch is not None:  # token count over the whole accumulated batch (and all processes)
