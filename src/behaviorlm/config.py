@@ -124,7 +124,10 @@ class SelectionConfig(Section):
 
 
 class EvalConfig(Section):
-    limit: int | None = None
+    limit: int | None = 500
+    """Next-behavior protocol: a seeded random subset of this many test samples (None = all)."""
+    per_behavior: int | None = 10
+    """Long-tail protocol: at most this many balanced-test samples of every behavior, tail included (None = all)."""
     mode: Literal["rank", "generate"] = "rank"
     batch_size: int = 8
 

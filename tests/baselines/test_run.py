@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 
 from behaviorlm.baselines.run import BASELINES, run_baseline
@@ -32,12 +33,23 @@ def test_run_baseline_writes_the_shared_schema(prepared, tmp_path, name):
         assert metrics["hit@1"] == pytest.approx(metrics["rec_w"])
         assert metrics["hit@1"] <= metrics["hit@3"] <= metrics["hit@5"]
         assert set(metrics["per_behavior"]) <= set(data.candidates)
+        assert metrics["ci95"]["rec_w"][0] <= metrics["rec_w"] <= metrics["ci95"]["rec_w"][1]
+        assert metrics["bootstrap"]["unit"] == "user" and sum(metrics["n_by_group"].values()) == metrics["n"]
+    predictions = pd.read_parquet(tmp_path / name / "predictions.parquet")
+    assert len(predictions) == written["next_behavior"]["n"] + written["long_tail"]["n"]
+    assert (predictions["sample_id"].str.rsplit("-", n=1).str[0] == predictions["user_id"]).all()
+    test_rows = predictions[predictions["split"] == "test"]
+    assert (test_rows["pred"] == test_rows["label"]).mean() == pytest.approx(written["next_behavior"]["rec_w"])
+    assert all(len(top) == 5 and top[0]["behavior"] == pred
+               for top, pred in zip(predictions["top"], predictions["pred"]))
 
 
 def test_markov_is_exact_on_the_cycle_and_fraction_limit_apply(prepared, tmp_path):
-    result = run_baseline("markov", PreparedData(prepared), tmp_path, train_fraction=0.5, limit=7)
+    result = run_baseline("markov", PreparedData(prepared), tmp_path, train_fraction=0.5, limit=7, per_behavior=2)
     assert result["next_behavior"]["rec_w"] == 1.0 and result["long_tail"]["overall"] == 1.0
-    assert result["next_behavior"]["n"] == 7 and result["long_tail"]["n"] == 7
+    assert result["next_behavior"]["n"] == 7 and result["long_tail"]["n"] == 12  # 2 of each of 6 behaviors
+    assert result["long_tail"]["ci95"]["overall"] == [1.0, 1.0]
+    assert result["limit"] == 7 and result["per_behavior"] == 2
     assert result["train_samples"] == len(PreparedData(prepared).split("train")) // 2
 
 
@@ -47,6 +59,7 @@ def test_cli(prepared, tmp_path, capsys):
                  "--max-train-samples", "50", "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_samples"] == 50 and metrics["hparams"]["epochs"] == 1
+    assert metrics["limit"] == 500 and metrics["per_behavior"] == 10  # the language models' evaluation defaults
     assert "sasrec next_behavior" in capsys.readouterr().out
 
 
@@ -54,6 +67,7 @@ def test_cli(prepared, tmp_path, capsys):
     (["markov", "--train-fraction", "0"], "train fraction must be in (0, 1]"),
     (["markov", "--epochs", "3"], "--epochs: only for sasrec and bert4rec"),
     (["most-frequent", "--limit", "0"], "limit must be at least 1"),
+    (["most-frequent", "--per-behavior", "0"], "per_behavior must be at least 1"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(prepared, tmp_path, capsys, argv, message):
     code = main(["baseline", *argv, "--data", str(prepared), "--out", str(tmp_path / "o")])
@@ -65,3 +79,15 @@ def test_cli_bad_input_is_one_line_exit_2(prepared, tmp_path, capsys, argv, mess
 def test_cli_not_a_prepared_dataset(tmp_path, capsys):
     assert main(["baseline", "markov", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_cli_all_scores_every_sample(prepared, tmp_path, capsys):
+    out = tmp_path / "markov"
+    assert main(["baseline", "markov", "--data", str(prepared), "--out", str(out), "--limit", "all",
+                 "--per-behavior", "all"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    data = PreparedData(prepared)
+    assert metrics["next_behavior"]["n"] == len(data.split("test"))
+    assert metrics["long_tail"]["n"] == len(data.split("balanced_test"))
+    assert metrics["limit"] is None and metrics["per_behavior"] is None
+    assert "rec_w 1.0000 [1.000, 1.000]" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from behaviorlm.data.samples import (
     split_users,
     window_index,
 )
-from behaviorlm.data.types import read_samples, samples_to_frame
+from behaviorlm.data.types import BehaviorInfo, Event, PreparedData, Sample, Stats, read_samples, samples_to_frame
 
 
 def test_windows_use_full_histories_only(tiny_events):
@@ -126,3 +126,36 @@ def test_build_splits_draws_balanced_test_from_test_users(tiny_events):
     assert max(facts["balanced_test_counts"].values()) <= 2
     assert facts["users_without_samples"] == 10  # every "c" user has 3 events = L
     assert sum(facts["users"].values()) == 20
+
+
+def test_evaluation_samples_cap_the_balanced_set_per_behavior_and_the_test_split_by_limit(tmp_path):
+    from datetime import datetime
+
+    from behaviorlm.data.types import write_json_atomic, write_samples
+
+    def make(prefix: str, counts: dict[str, int]) -> list[Sample]:
+        event = Event(datetime(2024, 1, 1), "home", "A")
+        return [Sample(f"{prefix}{b}{i}:{i}", f"{prefix}{b}{i}", (event,), Event(datetime(2024, 1, 2), "home", b))
+                for b, n in counts.items() for i in range(n)]
+
+    counts = {"A": 30, "B": 12, "C": 3}
+    write_samples(make("bt", counts), tmp_path / "balanced_test.parquet")
+    write_samples(make("te", {"A": 60, "B": 30, "C": 10}), tmp_path / "test.parquet")
+    groups = ("head", "medium", "tail")
+    behaviors = [BehaviorInfo(b, n, n / 45, g, g != "tail") for (b, n), g in zip(counts.items(), groups)]
+    write_json_atomic(Stats(behaviors, {}, {}).to_json(), tmp_path / "stats.json")
+    data = PreparedData(tmp_path)
+
+    five = data.evaluation_samples("balanced_test", per_behavior=5)
+    assert pd.Series([s.label for s in five]).value_counts().to_dict() == {"A": 5, "B": 5, "C": 3}  # tail kept whole
+    assert [s.label for s in five[:6]] == ["A", "B", "C", "A", "B", "C"]  # behaviors in turn
+    two = data.evaluation_samples("balanced_test", per_behavior=2)
+    assert set(two) <= set(five)  # a larger cap keeps the smaller cap's samples
+    assert data.evaluation_samples("balanced_test", limit=1, per_behavior=5) == five  # limit is the test split's
+    assert data.evaluation_samples("balanced_test") == data.split("balanced_test")
+
+    subset = data.evaluation_samples("test", limit=20)
+    assert len(subset) == 20 and set(subset) <= set(data.split("test"))
+    assert subset == data.evaluation_samples("test", limit=20, per_behavior=1)  # seeded; per_behavior: balanced only
+    assert len({s.user_id for s in subset}) == 20
+    assert data.evaluation_samples("test", limit=500) == data.evaluation_samples("test") == data.split("test")

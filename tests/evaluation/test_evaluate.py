@@ -61,8 +61,17 @@ def test_metrics_predictions_and_model_info(dataset, tiny_dir, tmp_path):
         m = metrics[protocol]
         assert m["n"] == n and all(key in m for key in SIX) and m["hit@1"] == pytest.approx(m["rec_w"])
         assert m["hit@1"] <= m["hit@3"] <= m["hit@5"] == 1.0  # 4 candidates: the truth is always in the top 5
+        for key in (*SIX, "hit@1", "hit@5"):  # every sample is its own user here: the point lies in its interval
+            lo, hi = m["ci95"][key]
+            assert 0.0 <= lo <= m[key] + 1e-12 and m[key] - 1e-12 <= hi <= 1.0, (protocol, key)
+        assert m["bootstrap"]["resamples"] >= 1000 and m["bootstrap"]["unit"] == "user"
+        assert sum(m["n_by_group"].values()) == n
+    assert metrics["long_tail"]["bootstrap"]["stratified_by"] == "behavior"
+    assert metrics["next_behavior"]["bootstrap"]["stratified_by"] is None
+    assert metrics["long_tail"]["n_by_group"] == {"head": 4, "medium": 2, "tail": 2}
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
     assert len(predictions) == 14 and set(predictions["split"]) == {"test", "balanced_test"}
+    assert predictions["user_id"].tolist()[:6] == [f"u{i}" for i in range(6)]
     first = predictions.iloc[0]
     assert len(first["top"]) == 4 and first["top"][0]["behavior"] == first["pred"]
     assert sum(t["probability"] for t in first["top"]) == pytest.approx(1.0)
@@ -81,11 +90,13 @@ def test_cli_limit_generate_mode_and_adapter(dataset, tiny_dir, tmp_path, capsys
     get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
     out = tmp_path / "tuned"
     code = main(["evaluate", "--data", str(dataset), "--out", str(out), "--model", str(tiny_dir),
-                 "--adapter", str(adapter), "--limit", "3", "--mode", "generate"])
+                 "--adapter", str(adapter), "--limit", "3", "--per-behavior", "1", "--mode", "generate"])
     assert code == 0 and "long_tail" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["model"] == "tuned" and metrics["mode"] == "generate" and metrics["limit"] == 3
-    assert metrics["next_behavior"]["n"] == 3 and metrics["long_tail"]["n"] == 3
+    assert metrics["model"] == "tuned" and metrics["mode"] == "generate"
+    assert metrics["limit"] == 3 and metrics["per_behavior"] == 1
+    assert metrics["next_behavior"]["n"] == 3
+    assert metrics["long_tail"]["n"] == 4 and set(metrics["long_tail"]["per_behavior"]) == set(BEHAVIORS)
     assert "unmatched" in metrics["next_behavior"]  # a random model's text rarely names a candidate: wrong answers
     assert json.loads((out / "model.json").read_text())["adapter"] == str(adapter.resolve())
 
@@ -96,3 +107,5 @@ def test_cli_errors_are_one_line(dataset, tiny_dir, tmp_path, capsys):
     assert "adapter_config.json" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(dataset), "--out", str(tmp_path / "o"), "--limit", "0"]) == 2
     assert "--limit must be at least 1" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--out", str(tmp_path / "o"), "--per-behavior", "0"]) == 2
+    assert "--per-behavior must be at least 1" in capsys.readouterr().err

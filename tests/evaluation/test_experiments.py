@@ -42,7 +42,10 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
     models = {r["model"] for r in comparison["rows"]}
     assert {"zero-shot", "ft", "anchor-only", "behaviorlm", "sasrec", "markov"} <= models
     row = next(r for r in comparison["rows"] if r["model"] == "behaviorlm")
-    assert row["seeds"] == [0, 1] and set(row["long_tail"]["overall"]) == {"mean", "std"}
+    assert row["seeds"] == [0, 1] and set(row["long_tail"]["overall"]) == {"mean", "std", "ci95"}
+    for model in ("behaviorlm", "sasrec"):  # the seeds' mean lies in the interval of the mean
+        stat = next(r for r in comparison["rows"] if r["model"] == model)["next_behavior"]["rec_w"]
+        assert stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1], model
 
     calls_before = len(tune_calls)
     sizes = run_experiment("model-size", config, root, seeds=[0], shots=[], fractions=[], models=["tiny", "tiny-2"])

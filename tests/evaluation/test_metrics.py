@@ -116,3 +116,24 @@ def test_empty_and_mismatched_inputs():
         compute_metrics(["b00", "b01"], ["b00"], GROUPS)
     with pytest.raises(ValueError):
         compute_metrics(["b00", "b01"], ["b00", "b01"], GROUPS, ranked=[["b00"]])
+
+
+def test_samples_per_group_are_counted():
+    y_true, y_pred, _, _ = random_case(8, missing=("b09",))
+    out = compute_metrics(y_true, y_pred, GROUPS)
+    assert out["n_by_group"] == {g: sum(GROUPS[t] == g for t in y_true) for g in ("head", "medium", "tail")}
+    assert sum(out["n_by_group"].values()) == out["n"]
+
+
+def test_users_add_bootstrap_intervals_and_their_record():
+    from behaviorlm.evaluation.uncertainty import intervals
+
+    y_true, y_pred, ranked, _ = random_case(9, n=200)
+    users = [f"u{i % 17}" for i in range(len(y_true))]
+    assert "ci95" not in compute_metrics(y_true, y_pred, GROUPS, ranked)
+    out = compute_metrics(y_true, y_pred, GROUPS, ranked, users=users, by_behavior=True, resamples=1200, seed=3)
+    assert out["ci95"] == intervals(y_true, y_pred, users, GROUPS, ranked, by_behavior=True, resamples=1200, seed=3)
+    assert out["bootstrap"] == {"resamples": 1200, "unit": "user", "stratified_by": "behavior", "seed": 3,
+                                "level": 0.95}
+    for key in ("prec_w", "rec_w", "overall", "head", "medium", "tail", "hit@3"):
+        assert out["ci95"][key][0] <= out[key] <= out["ci95"][key][1], key

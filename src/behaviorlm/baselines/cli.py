@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from behaviorlm.baselines.run import BASELINES
+from behaviorlm.config import EvalConfig
+from behaviorlm.evaluation.evaluate import ALL, metrics_line, size
 
 NEURAL = ("sasrec", "bert4rec")
 
@@ -14,14 +16,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="sasrec / bert4rec: transformers trained from scratch; markov: P(next | last behavior); "
                              "most-frequent: the history's most frequent behavior")
     parser.add_argument("--data", required=True, help="prepared dataset folder (made by `behaviorlm prepare`)")
-    parser.add_argument("--out", required=True, help="output folder; OUT/metrics.json is written there")
+    parser.add_argument("--out", required=True, help="output folder; OUT/metrics.json and OUT/predictions.parquet are written there")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, masking and subsampling")
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train on this seeded fraction of the training samples (sample-efficiency curves)")
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="cap the number of training samples (after --train-fraction)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="score only the first N samples of each test split (to match a limited LLM evaluation)")
+    defaults = EvalConfig()
+    parser.add_argument("--limit", type=size, default=defaults.limit,
+                        help="next-behavior protocol: a seeded random subset of N test samples, the one a language "
+                             f"model's evaluation with the same limit sees (default {defaults.limit}; "
+                             "all: every sample)")
+    parser.add_argument("--per-behavior", type=size, default=defaults.per_behavior,
+                        help="long-tail protocol: at most N balanced-test samples of every behavior "
+                             f"(default {defaults.per_behavior}; all: every sample)")
     neural = parser.add_argument_group("sasrec / bert4rec options")
     neural.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default 30)")
     neural.add_argument("--patience", type=int, default=None,
@@ -52,12 +60,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{flags}: only for sasrec and bert4rec, not {args.name}")
     data = PreparedData(args.data)
     metrics = run_baseline(args.name, data, args.out, seed=args.seed, train_fraction=args.train_fraction,
-                           limit=args.limit, **hparams)
+                           limit=None if args.limit == ALL else args.limit,
+                           per_behavior=None if args.per_behavior == ALL else args.per_behavior, **hparams)
     for protocol in ("next_behavior", "long_tail"):
-        m = metrics[protocol]
-        if m.get("n"):
-            cells = " ".join(f"{k}={m[k]:.4f}" if m[k] is not None else f"{k}=-"
-                             for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail"))
-            print(f"{args.name} {protocol} (n={m['n']}): {cells}")
+        if metrics[protocol].get("n"):
+            print(f"{args.name} {protocol} {metrics_line(metrics[protocol])}")
     print(f"trained on {metrics['train_samples']} samples in {metrics['seconds']:.1f}s; wrote {args.out}/metrics.json")
     return 0

@@ -1,8 +1,10 @@
 """Train one baseline on a prepared dataset and score it on both protocols, like the language models.
 
 ``OUT/metrics.json`` has the shared schema: ``model``, ``next_behavior`` (test split, natural
-distribution), ``long_tail`` (balanced test split), ``seconds`` (training wall time), plus
+distribution), ``long_tail`` (balanced test split), each with the 95 % bootstrap intervals ``ci95`` (users
+resampled; within each behavior on the balanced set), ``seconds`` (training wall time), plus
 ``train_samples``, ``eval_seconds``, the hyperparameters and the per-epoch training history.
+``OUT/predictions.parquet`` has the language models' columns, so a comparison with one can be paired.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from behaviorlm.baselines.markov import MarkovChain, MostFrequent
 from behaviorlm.data.types import PreparedData, Sample, write_json_atomic
 from behaviorlm.errors import InputError
+from behaviorlm.evaluation.evaluate import write_predictions
 from behaviorlm.evaluation.metrics import compute_metrics
 
 BASELINES = ("sasrec", "bert4rec", "markov", "most-frequent")
@@ -39,15 +42,21 @@ def make_baseline(name: str, candidates: list[str], **hparams):
         raise InputError(f"baseline {name}: {exc}") from None
 
 
-def score(model, samples: list[Sample], groups: dict[str, str], k: int = TOP_K) -> dict:
-    """The six metrics (and hit@k from the top-k ranking) of a fitted model on one split."""
+def score(model, samples: list[Sample], split: str, groups: dict[str, str], k: int = TOP_K) -> tuple[dict, list]:
+    """The six metrics with their intervals (and hit@k from the top-k ranking) of a fitted model on one split,
+    and its prediction rows."""
     if not samples:
-        return compute_metrics([], [], groups)
+        return compute_metrics([], [], groups), []
     proba = model.predict_proba(samples)
     # Stable sort: equal scores keep candidate order, so rankings are reproducible.
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     ranked = [[model.candidates[j] for j in row] for row in order]
-    return compute_metrics([s.label for s in samples], [r[0] for r in ranked], groups, ranked=ranked)
+    metrics = compute_metrics([s.label for s in samples], [r[0] for r in ranked], groups, ranked=ranked,
+                              users=[s.user_id for s in samples], by_behavior=split == "balanced_test")
+    rows = [{"sample_id": s.sample_id, "user_id": s.user_id, "split": split, "label": s.label, "pred": r[0],
+             "top": [{"behavior": model.candidates[j], "probability": float(p[j])} for j in row]}
+            for s, r, row, p in zip(samples, ranked, order, proba)]
+    return metrics, rows
 
 
 def run_baseline(
@@ -57,29 +66,37 @@ def run_baseline(
     seed: int = 0,
     train_fraction: float = 1.0,
     limit: int | None = None,
+    per_behavior: int | None = None,
     **hparams,
 ) -> dict:
     """Fit ``name`` on data's train split (validation split for early stopping), evaluate, write metrics.json.
 
-    ``limit`` scores N samples of each test split (``PreparedData.evaluation_samples``), the same subset a limited
-    language-model evaluation sees.
+    ``limit`` scores N samples of the test split and ``per_behavior`` at most N of each behavior of the balanced
+    test set (``PreparedData.evaluation_samples``): the samples a language-model evaluation with the same settings
+    sees. None = all.
     """
-    if limit is not None and limit < 1:
-        raise InputError(f"limit must be at least 1, got {limit}")
+    for option, value in (("limit", limit), ("per_behavior", per_behavior)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be at least 1, got {value}")
     model = make_baseline(name, data.candidates, seed=seed, train_fraction=train_fraction, **hparams)
     train, valid = data.split("train"), data.split("valid")  # reading is not training: load before the clock starts
     started = time.perf_counter()
     model.fit(train, valid)
     seconds = time.perf_counter() - started
     groups = data.stats.groups
-    test, balanced = data.evaluation_samples("test", limit), data.evaluation_samples("balanced_test", limit)
+    test = data.evaluation_samples("test", limit)
+    balanced = data.evaluation_samples("balanced_test", per_behavior=per_behavior)
     started = time.perf_counter()
+    next_behavior, test_rows = score(model, test, "test", groups)
+    long_tail, balanced_rows = score(model, balanced, "balanced_test", groups)
     metrics = {
         "model": name,
-        "next_behavior": score(model, test, groups),
-        "long_tail": score(model, balanced, groups),
+        "next_behavior": next_behavior,
+        "long_tail": long_tail,
         "seconds": seconds,
         "eval_seconds": time.perf_counter() - started,
+        "limit": limit,
+        "per_behavior": per_behavior,
         "train_samples": model.train_samples,
         "hparams": model.hparams(),
     }
@@ -88,5 +105,6 @@ def run_baseline(
         metrics["epochs"] = model.history
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    write_predictions(test_rows + balanced_rows, out)
     write_json_atomic(metrics, out / "metrics.json")
     return metrics

@@ -169,23 +169,26 @@ class PreparedData:
             self._cache[name] = read_samples(self.root / f"{name}.parquet")
         return self._cache[name]
 
-    def evaluation_samples(self, name: str, limit: int | None = None) -> list[Sample]:
-        """The samples a (possibly limited) evaluation scores; every model sees the same ones.
+    def evaluation_samples(self, name: str, limit: int | None = None, per_behavior: int | None = None) -> list[Sample]:
+        """The samples an evaluation scores; every model sees the same ones.
 
-        A limited balanced test set takes behaviors in turn (round robin) so it stays balanced; a limited
-        natural test split is a seeded random subset, so it keeps the natural distribution over many users.
+        The balanced test set (long-tail protocol) takes ``per_behavior``: at most that many samples of every
+        behavior, tail behaviors included, each behavior's chosen by its own seed (so a larger cap keeps the smaller
+        cap's samples), listed behaviors in turn (round robin). Other splits take ``limit``: a seeded random subset,
+        which keeps the natural distribution over many users. None = all samples.
         """
         samples = self.split(name)
-        if limit is None or limit >= len(samples):
-            return samples
         if name == "balanced_test":
+            if per_behavior is None:
+                return samples
             by_behavior: dict[str, list[Sample]] = {}
             for sample in samples:
                 by_behavior.setdefault(sample.label, []).append(sample)
-            rng = random.Random(f"{name}:{limit}")
-            queues = [rng.sample(q, len(q)) for q in by_behavior.values()]
-            interleaved = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
-            return interleaved[:limit]
+            queues = [random.Random(f"{name}:{label}").sample(q, len(q))[:per_behavior]
+                      for label, q in by_behavior.items()]
+            return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+        if limit is None or limit >= len(samples):
+            return samples
         return random.Random(f"{name}:{limit}").sample(samples, limit)
 
     @property

@@ -1,11 +1,14 @@
 """Evaluate a language model (base or with an adapter) on both protocols of the paper.
 
     behaviorlm evaluate --data DIR --out OUT                     # zero-shot base model ("LLM-NT")
-    behaviorlm evaluate --data DIR --out OUT --adapter RUN/adapter --limit 200
+    behaviorlm evaluate --data DIR --out OUT --adapter RUN/adapter --limit 200 --per-behavior 5
 
-next-behavior protocol = the test split (natural distribution); long-tail protocol = the balanced test set.
-Writes ``OUT/metrics.json`` (``model``, ``next_behavior``, ``long_tail``, ``seconds``, ``samples_per_second`` ...),
-``OUT/predictions.parquet`` (sample_id, split, label, pred, top: the 5 best candidates with probabilities) and
+next-behavior protocol = the test split (natural distribution; ``eval.limit`` samples, a seeded random subset);
+long-tail protocol = the balanced test set (``eval.per_behavior`` samples of every behavior).
+Writes ``OUT/metrics.json`` (``model``, ``next_behavior``, ``long_tail``, ``seconds``, ``samples_per_second`` ...;
+each protocol with ``ci95``, the 95 % interval of every metric from a bootstrap over users, stratified by behavior
+on the balanced set, see ``uncertainty.py``), ``OUT/predictions.parquet`` (sample_id, user_id, split, label, pred,
+top: the 5 best candidates with probabilities; the user lets two models' predictions be compared paired) and
 ``OUT/model.json`` (base model, adapter, prompt seed).
 """
 
@@ -25,6 +28,14 @@ from behaviorlm.prompts import render_sample
 
 PROTOCOLS = {"next_behavior": "test", "long_tail": "balanced_test"}
 TOP_K = 5
+PREDICTION_COLUMNS = ["sample_id", "user_id", "split", "label", "pred", "top"]
+
+
+def write_predictions(rows: list[dict], out_dir: Path) -> None:
+    """``out_dir/predictions.parquet``, atomically: one row per scored sample (PREDICTION_COLUMNS)."""
+    tmp = out_dir / "predictions.parquet.tmp"
+    pd.DataFrame(rows, columns=PREDICTION_COLUMNS).to_parquet(tmp, index=False)
+    tmp.replace(out_dir / "predictions.parquet")
 
 
 def evaluate_model(
@@ -50,7 +61,7 @@ def evaluate_model(
     rows: list[dict] = []
     total_seconds, total_samples = 0.0, 0
     for protocol, split in PROTOCOLS.items():
-        samples = data.evaluation_samples(split, eval_cfg.limit)
+        samples = data.evaluation_samples(split, eval_cfg.limit, eval_cfg.per_behavior)
         prompts = [render_sample(s, candidates, prompt_seed, with_answer=False) for s in samples]
         labels = [s.label for s in samples]
         start = time.perf_counter()
@@ -66,26 +77,48 @@ def evaluate_model(
         seconds = time.perf_counter() - start
         # An unmatched generation is a wrong answer; the placeholder is never a behavior name.
         y_pred = [p if p is not None else "<unmatched>" for p in predicted]
-        result = compute_metrics(labels, y_pred, groups, ranked=ranked)
+        result = compute_metrics(labels, y_pred, groups, ranked=ranked, users=[s.user_id for s in samples],
+                                 by_behavior=split == "balanced_test")
         result.update(seconds=seconds, samples_per_second=len(samples) / seconds if seconds else None)
         if eval_cfg.mode == "generate":
             result["unmatched"] = sum(p is None for p in predicted)
         metrics[protocol] = result
         total_seconds += seconds
         total_samples += len(samples)
-        rows += [{"sample_id": s.sample_id, "split": split, "label": s.label, "pred": p, "top": t}
-                 for s, p, t in zip(samples, predicted, tops)]
+        rows += [{"sample_id": s.sample_id, "user_id": s.user_id, "split": split, "label": s.label, "pred": p,
+                  "top": t} for s, p, t in zip(samples, predicted, tops)]
     metrics.update(seconds=total_seconds, samples_per_second=total_samples / total_seconds if total_seconds else None,
-                   mode=eval_cfg.mode, limit=eval_cfg.limit, candidates=len(candidates), prompt_seed=prompt_seed)
+                   mode=eval_cfg.mode, limit=eval_cfg.limit, per_behavior=eval_cfg.per_behavior,
+                   candidates=len(candidates), prompt_seed=prompt_seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "predictions.parquet.tmp"
-    pd.DataFrame(rows, columns=["sample_id", "split", "label", "pred", "top"]).to_parquet(tmp, index=False)
-    tmp.replace(out_dir / "predictions.parquet")
+    write_predictions(rows, out_dir)
     info = {"base_model": None, "adapter": None, "prompt_seed": prompt_seed, **(model_info or {})}
     write_json_atomic(info, out_dir / "model.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def metrics_line(m: dict) -> str:
+    """One protocol's metrics for the terminal: n per group and each metric with its 95 % interval."""
+    ci = m.get("ci95") or {}
+    counts = "/".join(str(n) for n in (m.get("n_by_group") or {}).values())
+    cells = [f"{k} {m[k]:.4f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")
+             for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail", "hit@5") if m.get(k) is not None]
+    return f"n={m.get('n', 0)}" + (f" (head/medium/tail {counts})" if counts else "") + "  " + "  ".join(cells)
+
+
+ALL = "all"
+
+
+def size(text: str) -> int | str:
+    """A sample count for --limit / --per-behavior, or "all"."""
+    if text == ALL:
+        return ALL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or {ALL!r}, got {text!r}") from None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +128,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help='base model: "smollm2-135m" (embedded, default), a Hugging Face id or a folder')
     parser.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the base model")
     parser.add_argument("--name", help="model name written into metrics.json (default: the --out folder's name)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N samples of each test set (quick run)")
+    parser.add_argument("--limit", type=size, help="next-behavior protocol: a seeded random subset of N test samples "
+                        "(default from config: 500; all: every sample)")
+    parser.add_argument("--per-behavior", type=size, help="long-tail protocol: at most N balanced-test samples of "
+                        "every behavior, tail included (default from config: 10; all: every sample)")
     parser.add_argument("--mode", choices=["rank", "generate"],
                         help="rank: score every candidate (default); generate: greedy answer mapped to a candidate")
     parser.add_argument("--batch-size", type=int, help="prompts scored together (default from config: 8)")
@@ -112,13 +148,15 @@ def run(args: argparse.Namespace) -> int:
     from behaviorlm.lm.loading import for_inference, load_model
 
     overrides = list(args.set)
-    for key, value in (("model.name", args.model), ("eval.limit", args.limit), ("eval.mode", args.mode),
+    for key, value in (("model.name", args.model), ("eval.limit", args.limit),
+                       ("eval.per_behavior", args.per_behavior), ("eval.mode", args.mode),
                        ("eval.batch_size", args.batch_size), ("model.device", args.device)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(f"{key}={'null' if value == ALL else value}")
     config = load_config(args.config, overrides)
-    if config.eval.limit is not None and config.eval.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {config.eval.limit}")
+    for flag, value in (("--limit", config.eval.limit), ("--per-behavior", config.eval.per_behavior)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
     data = PreparedData(args.data)
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
@@ -131,9 +169,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,
                              prompt_seed=args.prompt_seed, model_info=info)
     for protocol in PROTOCOLS:
-        m = metrics[protocol]
-        shown = "  ".join(f"{k} {m[k]:.4f}" for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail",
-                                                        "hit@5") if m.get(k) is not None)
-        print(f"{protocol:14s} n={m['n']}  {shown}")
+        print(f"{protocol:14s} {metrics_line(metrics[protocol])}")
     print(f"{metrics['samples_per_second']:.2f} samples/s; wrote {out / 'metrics.json'}")
     return 0

@@ -5,7 +5,8 @@ between experiments (one A-Tuning serves BehaviorLM, its ablations and the few-s
 once. Results go to ``RUN/experiments/<name>.json``, which ``behaviorlm report`` turns into tables and
 figures:
 
-- ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec and the floors, mean +- std over seeds
+- ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec and the floors, mean +- std over seeds and the 95 %
+                   bootstrap interval of the mean (same users drawn for every seed's model)
 - ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol)
 - ``few-shot``     Figure 3b: B-Tuning with F samples per behavior
 - ``anchor-tail``  Figures 1c and 4: anchor vs tail accuracy of ft, anchor-only, tail-first, BehaviorLM
@@ -21,8 +22,12 @@ import re
 import statistics
 from pathlib import Path
 
+import pandas as pd
+
 from behaviorlm.config import RunConfig, load_config
 from behaviorlm.data.types import write_json_atomic
+from behaviorlm.evaluation.evaluate import PROTOCOLS
+from behaviorlm.evaluation.uncertainty import mean_intervals, scored
 from behaviorlm.recipe.pipeline import Pipeline
 from behaviorlm.recipe.stages import ModelStage, model_stage
 
@@ -55,21 +60,40 @@ def mean_std(values: list[float | None]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
+def seed_mean_intervals(folders: list[Path], groups: dict[str, str]) -> dict[str, dict]:
+    """Per protocol, the 95 % interval of each metric's mean over the seeds' models (``mean_intervals``); a
+    protocol is left out when a folder has no predictions.parquet or the seeds scored different samples."""
+    paths = [f / "predictions.parquet" for f in folders]
+    if not all(p.is_file() for p in paths):
+        return {}
+    frames = [pd.read_parquet(p) for p in paths]
+    out = {}
+    for protocol, split in PROTOCOLS.items():
+        runs = [scored(f, split) for f in frames]
+        if runs[0].empty or any(not r["sample_id"].equals(runs[0]["sample_id"]) for r in runs):
+            continue
+        out[protocol] = mean_intervals(runs[0]["label"], [r["pred"] for r in runs], runs[0]["user_id"], groups,
+                                       by_behavior=split == "balanced_test")
+    return out
+
+
 def comparison(config: RunConfig, root: Path, seeds: list[int]) -> dict:
     per_seed: dict[str, list[dict]] = {}
+    folders: dict[str, list[Path]] = {}
     for seed in seeds:
         cfg = with_updates(seeded(config, seed), variants=COMPARED, baselines=BASELINES)
-        results = Pipeline(cfg, root, root / "experiments" / "comparison" / f"seed-{seed}").execute()
-        for model, result in results.items():
+        eval_root = root / "experiments" / "comparison" / f"seed-{seed}"
+        pipeline = Pipeline(cfg, root, eval_root)
+        for model, result in pipeline.execute().items():
             per_seed.setdefault(model, []).append(result)
-    rows = [
-        {
-            "model": model,
-            "seeds": seeds,
-            **{p: {m: mean_std([r[p][m] for r in results]) for m in METRICS} for p in ("next_behavior", "long_tail")},
-        }
-        for model, results in per_seed.items()
-    ]
+            folders.setdefault(model, []).append(eval_root / ("baselines" if model in BASELINES else "") / model)
+    groups = pipeline.data.stats.groups
+    rows = []
+    for model, results in per_seed.items():
+        ci = seed_mean_intervals(folders[model], groups)
+        rows.append({"model": model, "seeds": seeds, **{
+            p: {m: {**mean_std([r[p][m] for r in results]), "ci95": (ci.get(p) or {}).get(m)} for m in METRICS}
+            for p in PROTOCOLS}})
     return {"rows": rows}
 
 
@@ -136,7 +160,7 @@ def sample_efficiency(config: RunConfig, root: Path, fractions: list[float]) -> 
     for fraction in fractions:
         out = root / "experiments" / "sample_efficiency" / f"sasrec-{fraction:g}"
         metrics = run_baseline("sasrec", pipeline.data, out, seed=config.train.seed, train_fraction=fraction,
-                               limit=config.eval.limit, **params)
+                               limit=config.eval.limit, per_behavior=config.eval.per_behavior, **params)
         points.append({"model": "sasrec", "fraction": fraction, "train_samples": metrics.get("train_samples"),
                        "overall": metrics["long_tail"]["overall"], "rec_w": metrics["next_behavior"]["rec_w"]})
     return {"points": points}

@@ -4,7 +4,12 @@
   (rec_w equals Hit-Rate@1 / accuracy over samples).
 - ``overall``: recall averaged over the classes present in the evaluated labels;
   ``head`` / ``medium`` / ``tail``: the same average restricted to one frequency group.
-A group with no evaluated class gets ``None`` (the paper prints "-").
+A group with no evaluated class gets ``None`` (the paper prints "-"). ``n_by_group`` counts the evaluated
+samples of each group, so a reader can tell how much a group's figure rests on.
+
+Given each sample's user, ``ci95`` holds the 95 % bootstrap interval of every metric and ``bootstrap`` how it was
+drawn: users resampled with replacement, within each behavior for the balanced set (``by_behavior``); see
+``uncertainty.py``.
 
 Appendix B writes Prec_w with weights TP_c + FP_c, which reduces to plain accuracy; the paper's tables
 (where Prec_w differs from Rec_w) match support weights TP_c + FN_c, as scikit-learn's ``average="weighted"``
@@ -33,6 +38,10 @@ def compute_metrics(
     groups: dict[str, str],
     ranked: Sequence[Sequence[str]] | None = None,
     ks: Sequence[int] = (1, 3, 5),
+    users: Sequence[str] | None = None,
+    by_behavior: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict:
     if len(y_true) != len(y_pred):
         raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
@@ -52,5 +61,12 @@ def compute_metrics(
     if ranked is not None:
         for k in ks:
             out[f"hit@{k}"] = float(np.mean([t in list(r)[:k] for t, r in zip(y_true, ranked)]))
+    out["n_by_group"] = {g: sum(groups.get(c) == g for c in y_true) for g in GROUPS}
     out["per_behavior"] = recall
+    if users is not None:
+        from behaviorlm.evaluation.uncertainty import bootstrap_record, intervals
+
+        out["ci95"] = intervals(y_true, y_pred, users, groups, ranked, by_behavior=by_behavior,
+                                resamples=resamples, seed=seed, ks=ks)
+        out["bootstrap"] = bootstrap_record(by_behavior, resamples, seed)
     return out

@@ -291,11 +291,12 @@ class Pipeline:
         from behaviorlm.baselines.run import run_baseline
 
         seed = self.config.train.seed
-        fp = fingerprint(self.fp["data"], name, seed, self.config.eval.limit, self.config.baseline_params)
+        sizes = {"limit": self.config.eval.limit, "per_behavior": self.config.eval.per_behavior}
+        fp = fingerprint(self.fp["data"], name, seed, sizes, self.config.baseline_params)
 
         def step(out: Path) -> dict:
             params = self.config.baseline_params if name in ("sasrec", "bert4rec") else {}
-            return summarize(run_baseline(name, self.data, out, seed=seed, limit=self.config.eval.limit, **params))
+            return summarize(run_baseline(name, self.data, out, seed=seed, **sizes, **params))
 
         folder = self.eval_root / "baselines" / name
         return self.run.stage(f"baseline-{stages.relative(folder, self.root)}", folder, fp, step, copyable="baseline-")
