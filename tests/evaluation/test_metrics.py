@@ -133,7 +133,7 @@ def test_users_add_bootstrap_intervals_and_their_record():
     assert "ci95" not in compute_metrics(y_true, y_pred, GROUPS, ranked)
     out = compute_metrics(y_true, y_pred, GROUPS, ranked, users=users, by_behavior=True, resamples=1200, seed=3)
     assert out["ci95"] == intervals(y_true, y_pred, users, GROUPS, ranked, by_behavior=True, resamples=1200, seed=3)
-    assert out["bootstrap"] == {"resamples": 1200, "unit": "user", "stratified_by": "behavior", "seed": 3,
-                                "level": 0.95}
+    assert out["bootstrap"] == {"resamples": 1200, "unit": "user", "users": 17, "stratified_by": "behavior",
+                                "seed": 3, "level": 0.95}
     for key in ("prec_w", "rec_w", "overall", "head", "medium", "tail", "hit@3"):
         assert out["ci95"][key][0] <= out[key] <= out["ci95"][key][1], key

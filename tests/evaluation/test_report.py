@@ -28,8 +28,9 @@ MODELS = ["zero-shot", "ft", "behaviorlm"]
 BASELINES = ["sasrec", "markov"]
 FIGURE_IDS = ["fig-long-tail", "fig-group-accuracy", "fig-anchor-tail", "fig-few-shot", "fig-sample-efficiency",
               "fig-embedding-map", "fig-confusion"]
-TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-comparison", "table-hits", "table-ablations",
-             "table-model-size", "table-per-behavior", "table-confusion"]
+TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-sizes", "table-comparison", "table-hits",
+             "table-ablations", "table-model-size", "table-per-behavior", "table-confusion"]
+SIX = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
 
 
 def fake_metrics(rng: np.random.Generator, name: str, hits: bool = True) -> dict:
@@ -37,7 +38,9 @@ def fake_metrics(rng: np.random.Generator, name: str, hits: bool = True) -> dict
         per = {b: float(rng.uniform(0.05, 0.9)) for b, *_ in BEHAVIORS}
         groups = {g: float(np.mean([per[b] for b, _, gg, _ in BEHAVIORS if gg == g])) for g in ("head", "medium", "tail")}
         out = {"n": 140, "prec_w": float(rng.uniform(0.3, 0.7)), "rec_w": float(rng.uniform(0.3, 0.7)),
-               "overall": float(np.mean(list(per.values()))), **groups, "per_behavior": per}
+               "overall": float(np.mean(list(per.values()))), **groups, "per_behavior": per,
+               "n_by_group": {"head": 50, "medium": 40, "tail": 50}, "bootstrap": {"users": 12}}
+        out["ci95"] = {k: [out[k] - 0.05, out[k] + 0.04] for k in SIX}
         if hits:
             out |= {"hit@1": out["rec_w"], "hit@3": min(1.0, out["rec_w"] + 0.2), "hit@5": min(1.0, out["rec_w"] + 0.3)}
         return out
@@ -88,8 +91,8 @@ def make_full_run(run: Path) -> Path:
         "kinds": {b: {"dds_cds": 2, "dds_only": 1, "random": 1} for b, *_ in BEHAVIORS},
         "scanned": {b: 12 for b, *_ in BEHAVIORS}})
     def stat() -> dict:
-        return {k: {"mean": float(rng.uniform(0.2, 0.6)), "std": float(rng.uniform(0, 0.03))}
-                for k in ("prec_w", "rec_w", "overall", "head", "medium", "tail")}
+        return {k: {"mean": (mean := float(rng.uniform(0.2, 0.6))), "std": float(rng.uniform(0, 0.03)),
+                    "ci95": [mean - 0.1, mean + 0.1]} for k in SIX}
 
     write_json(run / "experiments" / "comparison.json", {"rows": [
         {"model": m, "seeds": [0, 1, 2], "next_behavior": stat(), "long_tail": stat()} for m in MODELS + BASELINES]})
@@ -147,6 +150,8 @@ def test_full_run_has_every_figure_and_table_and_is_offline(full_report):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](figures/{fig}.png)" in md
     assert "| Model | Seeds | NB Prec_w" in md
+    comparison = md[md.index("| Model | Seeds | NB Prec_w"):].split("\n\n")[0]
+    assert re.search(r"\| \d\.\d{4} ± \d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\] \|", comparison)
 
 
 def test_table_contents(full_report):
@@ -158,12 +163,15 @@ def test_table_contents(full_report):
     assert "Improv. vs best other" in overall
     assert overall.count("<tr>") == 2 + 5 + 1
     assert overall.count("<b>") >= 12  # one best per metric column
+    assert len(re.findall(r"<td>(?:<b>)?\d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\]", overall)) == 5 * 12
+    sizes = html[html.index('id="table-sizes"'):].split("</table>")[0]
+    assert sizes.count("<td>140</td><td>12</td><td>50</td><td>40</td><td>50</td>") == 2 * 5
     ablations = html[html.index('id="table-ablations"'):]
     assert "<b>-10.00%</b>" in ablations.split("</table>")[0] and "+1.50%" in ablations
     assert "overall 0.4238" in ablations
-    sizes = html[html.index('id="table-model-size"'):].split("</table>")[0]
-    assert sizes.count("<tr>") == 1 + 6 and "llama-3.1-8b" in sizes
-    assert sizes.count("<td><b>0.3000</b></td>") == 3  # the larger model's long-tail overall, best for each variant
+    model_sizes = html[html.index('id="table-model-size"'):].split("</table>")[0]
+    assert model_sizes.count("<tr>") == 1 + 6 and "llama-3.1-8b" in model_sizes
+    assert model_sizes.count("<td><b>0.3000</b></td>") == 3  # the larger model's long-tail overall, best per variant
     # Per-behavior table: one row per behavior, sorted by share.
     per = html[html.index('id="table-per-behavior"'):].split("</table>")[0]
     assert per.count("<tr>") == 1 + len(BEHAVIORS)
@@ -255,3 +263,64 @@ def test_cli_verb_writes_both_files(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert (run / "report.html").is_file() and (run / "report.md").is_file()
     assert "report.html" in capsys.readouterr().out
+
+
+def test_improvement_is_shown_only_where_the_paired_interval_excludes_zero(tmp_path):
+    from behaviorlm.evaluation.evaluate import write_predictions
+    from behaviorlm.evaluation.metrics import compute_metrics
+    from behaviorlm.evaluation.report import load_run
+    from behaviorlm.evaluation.report.tables import overall_table
+
+    run = tmp_path / "run"
+    write_stats(run)
+    names = [b for b, *_ in BEHAVIORS]
+    groups = {b: g for b, _, g, _ in BEHAVIORS}
+    rng = np.random.default_rng(0)
+    samples = {"test": [(f"t{u}:{i}", f"t{u}", names[int(rng.integers(0, 4))]) for u in range(30) for i in range(10)],
+               "balanced_test": [(f"b{u}:{b}{i}", f"b{u}", b) for b in names for u in range(4) for i in range(2)]}
+    noise = {split: rng.random(len(rows)) for split, rows in samples.items()}
+    wrong = {split: [names[(names.index(b) + 1) % len(names)] for _, _, b in rows] for split, rows in samples.items()}
+
+    def write_model(name: str, right: dict[str, float]) -> None:
+        metrics, rows = {"model": name}, []
+        for protocol, split in (("next_behavior", "test"), ("long_tail", "balanced_test")):
+            ids, users, labels = zip(*samples[split])
+            pred = [b if x < right[split] else w for b, x, w in zip(labels, noise[split], wrong[split])]
+            metrics[protocol] = compute_metrics(labels, pred, groups, users=users, by_behavior=split != "test")
+            rows += [{"sample_id": i, "user_id": u, "split": split, "label": b, "pred": p,
+                      "top": [{"behavior": p, "probability": 1.0}]} for i, u, b, p in zip(ids, users, labels, pred)]
+        (run / name).mkdir(parents=True)
+        write_predictions(rows, run / name)
+        write_json(run / name / "metrics.json", metrics)
+
+    write_model("ft", {"test": 0.3, "balanced_test": 0.5})
+    write_model("behaviorlm", {"test": 0.8, "balanced_test": 0.5})  # the same balanced-set answers as ft
+    # A baseline without predictions, best only on long-tail Tail: that column cannot be tested.
+    zero = {k: 0.0 for k in SIX}
+    write_json(run / "baselines" / "sasrec" / "metrics.json",
+               {"model": "sasrec", "next_behavior": zero, "long_tail": {**zero, "tail": 1.0}})
+
+    table = overall_table(load_run(run))
+    nb, lt = table.footer[0][2:8], table.footer[0][8:14]  # Prec_w, Rec_w, Overall, Head, Medium, Tail
+    assert re.fullmatch(r"\+\d+\.\d%", nb[1])  # Rec_w: 0.8 vs 0.3 on the same users' samples
+    assert nb[4:] == ["–", "–"]  # no medium or tail behavior among the test labels
+    assert lt[:5] == ["n.s."] * 5  # the same answers as ft: a difference of exactly 0
+    assert lt[5] == "n.s. (unpaired)"
+    assert "paired bootstrap" in table.caption
+
+
+def test_bars_carry_their_intervals_as_error_bars():
+    from matplotlib.container import ErrorbarContainer
+
+    from behaviorlm.evaluation.report.figures import bar_groups, new_figure
+
+    fig, axes = new_figure(6, 4)
+    ax = axes[0][0]
+    series = {"ft": [0.4, None, 0.2], "behaviorlm": [0.5, 0.3, 0.1]}
+    cis = {"ft": [[0.3, 0.5], None, [0.1, 0.35]], "behaviorlm": [[0.45, 0.6], None, None]}
+    bar_groups(ax, ["Overall", "Head", "Tail"], series, {}, intervals=cis)
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2  # one per series that has an interval
+    ends = [sorted({round(float(y), 6) for seg in c.lines[2][0].get_segments() for _, y in seg}) for c in bars]
+    assert ends == [[0.1, 0.3, 0.35, 0.5], [0.45, 0.6]]
+    assert ax.get_ylim()[1] >= 0.6

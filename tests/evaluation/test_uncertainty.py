@@ -108,6 +108,8 @@ def test_unknown_answers_are_wrong_and_missing_groups_have_no_interval():
     ci = intervals(labels, pred, users, GROUPS, resamples=200)
     assert ci["tail"] is None and ci["head"] is not None
     assert Bootstrap(labels, users, GROUPS).point(pred)["rec_w"] == 0.5
+    anchors = Bootstrap(labels, users, {"b00": "anchor", "b03": "other"}).point(pred)
+    assert anchors["anchor"] == 0.5 and anchors["other"] == 0.5 and anchors["head"] is None
 
 
 def balanced_case(seed: int, users_per_behavior: int = 4, per_user: int = 5):

@@ -68,5 +68,5 @@ def compute_metrics(
 
         out["ci95"] = intervals(y_true, y_pred, users, groups, ranked, by_behavior=by_behavior,
                                 resamples=resamples, seed=seed, ks=ks)
-        out["bootstrap"] = bootstrap_record(by_behavior, resamples, seed)
+        out["bootstrap"] = bootstrap_record(users, by_behavior, resamples, seed)
     return out

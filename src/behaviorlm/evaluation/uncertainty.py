@@ -33,10 +33,10 @@ GROUPS = ("head", "medium", "tail")
 KS = (1, 3, 5)
 
 
-def bootstrap_record(by_behavior: bool, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+def bootstrap_record(users: Sequence[str], by_behavior: bool, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
     """How the intervals of one protocol were computed, for metrics.json."""
-    return {"resamples": resamples, "unit": "user", "stratified_by": "behavior" if by_behavior else None,
-            "seed": seed, "level": 0.95}
+    return {"resamples": resamples, "unit": "user", "users": len(set(users)),
+            "stratified_by": "behavior" if by_behavior else None, "seed": seed, "level": 0.95}
 
 
 def draw_weights(strata: np.ndarray, resamples: int, seed: int) -> np.ndarray:
@@ -51,7 +51,11 @@ def draw_weights(strata: np.ndarray, resamples: int, seed: int) -> np.ndarray:
 
 
 class Bootstrap:
-    """The resampling design of one evaluated sample set; ``values`` scores any model's answers on it."""
+    """The resampling design of one evaluated sample set; ``values`` scores any model's answers on it.
+
+    ``groups`` maps behaviors to the frequency groups; any further group name in it (e.g. the report's
+    anchor / non-anchor split) gets its class-averaged recall too.
+    """
 
     def __init__(self, labels: Sequence[str], users: Sequence[str], groups: dict[str, str], *,
                  by_behavior: bool = False, resamples: int = RESAMPLES, seed: int = SEED):
@@ -67,7 +71,8 @@ class Bootstrap:
         self.weights = draw_weights(strata, resamples, seed)
         self.truth = self._per_cluster(self.label_codes)
         self.masks = {"overall": np.ones(len(self.classes), dtype=bool)}
-        self.masks |= {g: np.array([groups.get(c) == g for c in self.classes]) for g in GROUPS}
+        names = [*GROUPS, *sorted({g for g in groups.values() if isinstance(g, str)} - set(GROUPS))]
+        self.masks |= {g: np.array([groups.get(c) == g for c in self.classes]) for g in names}
 
     @property
     def clusters(self) -> int:

@@ -17,6 +17,7 @@ METRIC_LABELS = {"prec_w": "Prec_w", "rec_w": "Rec_w", "overall": "Overall", "he
                  "tail": "Tail", "hit@1": "Hit@1", "hit@3": "Hit@3", "hit@5": "Hit@5"}
 PROTOCOLS = {"next_behavior": "Next-behavior protocol (test split)", "long_tail": "Long-tail protocol (balanced test)"}
 PROTOCOL_SHORT = {"next_behavior": "NB", "long_tail": "LT"}
+SPLITS = {"next_behavior": "test", "long_tail": "balanced_test"}
 
 # Display order: the floors and from-scratch baselines first, BehaviorLM last (as in the paper's Table 1).
 MODEL_ORDER = ("most-frequent", "markov", "sasrec", "bert4rec", "zero-shot", "ft", "anchor-only", "tail-first",

@@ -1,4 +1,7 @@
-"""The report's figures: the Figure block (a rendered PNG) and one matplotlib builder per figure."""
+"""The report's figures: the Figure block (a rendered PNG) and one matplotlib builder per figure.
+
+Bars carry their 95 % bootstrap interval (over users) as an error bar wherever the run has one.
+"""
 
 from __future__ import annotations
 
@@ -91,9 +94,17 @@ def long_tail_figure(run: RunArtifacts) -> Figure:
     return Figure("fig-long-tail", "Behavior frequency distribution (Figure 1a analog).", to_png(fig))
 
 
+def bar_top(series: dict[str, list[float | None]], intervals: dict[str, list] | None = None) -> float:
+    """The highest bar or error-bar end."""
+    tops = [v for values in series.values() for v in values if v is not None]
+    tops += [ci[1] for cis in (intervals or {}).values() for ci in cis if ci]
+    return max(tops, default=1.0)
+
+
 def bar_groups(ax, labels: Sequence[str], series: dict[str, list[float | None]], colors: dict[str, str],
-               annotate: bool = False) -> None:
-    """Grouped bars: one group per label, one bar per series; missing values leave a gap marked '–'."""
+               annotate: bool = False, intervals: dict[str, list[list[float] | None]] | None = None) -> None:
+    """Grouped bars: one group per label, one bar per series; missing values leave a gap marked '–'.
+    ``intervals`` (per series, per label: [lo, hi] or None) become error bars."""
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(len(labels))
@@ -101,15 +112,34 @@ def bar_groups(ax, labels: Sequence[str], series: dict[str, list[float | None]],
         pos = x - 0.4 + width * (i + 0.5)
         heights = [v if v is not None else 0 for v in values]
         bars = ax.bar(pos, heights, width, color=colors.get(name, "#999"), label=display(name))
-        for bar, v in zip(bars, values):
+        cis = (intervals or {}).get(name) or [None] * len(values)
+        shown = [(p, v, ci) for p, v, ci in zip(pos, values, cis) if v is not None and ci]
+        if shown:
+            where, at, ci = zip(*shown)
+            # A percentile interval need not contain its point; the bar still shows the interval's ends.
+            below = [max(v - c[0], 0.0) for v, c in zip(at, ci)]
+            above = [max(c[1] - v, 0.0) for v, c in zip(at, ci)]
+            ax.errorbar(where, at, yerr=[below, above], fmt="none", ecolor="#333", elinewidth=0.8, capsize=2)
+        for bar, v, ci in zip(bars, values, cis):
             if v is None:
                 ax.text(bar.get_x() + width / 2, 0.005, "–", ha="center", va="bottom", fontsize=7)
             elif annotate:
-                ax.text(bar.get_x() + width / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+                y = max(v, ci[1]) if ci else v
+                ax.text(bar.get_x() + width / 2, y + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, labels)
-    top = max((v for values in series.values() for v in values if v is not None), default=1.0)
-    ax.set_ylim(0, min(1.05, top * 1.15 + 0.05))
+    ax.set_ylim(0, min(1.05, bar_top(series, intervals) * 1.15 + 0.05))
     ax.grid(axis="y", alpha=0.3)
+
+
+def group_labels(run: RunArtifacts, protocol: str, keys: Sequence[str]) -> list[str]:
+    """Tick labels with each group's number of samples, when every model was scored on the same ones."""
+    sizes = {(m.protocol(protocol).get("n"), tuple(sorted((m.protocol(protocol).get("n_by_group") or {}).items())))
+             for m in run.models}
+    if len(sizes) != 1:
+        return [METRIC_LABELS[k] for k in keys]
+    n, by_group = next(iter(sizes))
+    counts = {"overall": n, **dict(by_group)}
+    return [METRIC_LABELS[k] + (f"\n(n={counts[k]})" if counts.get(k) is not None else "") for k in keys]
 
 
 def group_bars_figure(run: RunArtifacts) -> Figure:
@@ -117,34 +147,41 @@ def group_bars_figure(run: RunArtifacts) -> Figure:
     colors = model_colors(run.model_names)
     fig, axes = new_figure(12, 4.4, ncols=2, sharey=True)
     keys = ("overall", "head", "medium", "tail")
+    top = 0.0
     for ax, protocol in zip(axes[0], PROTOCOLS):
         series = {m.name: [m.protocol(protocol).get(k) for k in keys] for m in run.models}
-        bar_groups(ax, [METRIC_LABELS[k] for k in keys], series, colors)
+        intervals = {m.name: [(m.protocol(protocol).get("ci95") or {}).get(k) for k in keys] for m in run.models}
+        bar_groups(ax, group_labels(run, protocol, keys), series, colors, intervals=intervals)
         ax.set_title(PROTOCOLS[protocol], fontsize=10)
+        top = max(top, bar_top(series, intervals))
     axes[0][0].set_ylabel("mean per-behavior recall")
-    top = max((v for m in run.models for p in PROTOCOLS for k in keys if (v := m.protocol(p).get(k)) is not None),
-              default=1.0)
     axes[0][0].set_ylim(0, min(1.05, top * 1.15 + 0.05))  # shared y: the higher panel decides
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     return Figure("fig-group-accuracy", "Accuracy per frequency group for every model (Overall = mean recall "
-                  "over all behaviors; '–' = no behavior of that group evaluated).", to_png(fig))
+                  "over all behaviors; '–' = no behavior of that group evaluated; n = samples of the group). "
+                  "Error bars: 95 % bootstrap intervals over users.", to_png(fig))
 
 
-def anchor_tail_figure(run: RunArtifacts, accuracy: dict[str, tuple]) -> Figure:
-    """Figures 1c / 4: mean accuracy on anchor vs tail behaviors, per model, on the balanced set."""
+def anchor_tail_figure(run: RunArtifacts, accuracy: dict[str, tuple], intervals: dict[str, tuple] | None = None
+                       ) -> Figure:
+    """Figures 1c / 4: mean accuracy on anchor vs tail behaviors, per model, on the balanced set; ``intervals``
+    (model: (anchor [lo, hi], tail [lo, hi])) become error bars."""
     names = list(accuracy)
     fig, axes = new_figure(max(6.0, 1.1 * len(names) + 2), 4.4)
     ax = axes[0][0]
     series = {"anchor behaviors": [accuracy[n][0] for n in names], "tail behaviors": [accuracy[n][1] for n in names]}
     colors = {"anchor behaviors": ANCHOR_COLOR, "tail behaviors": TAIL_COLOR}
-    bar_groups(ax, [display(n) for n in names], series, colors, annotate=True)
+    cis = [(intervals or {}).get(n) or (None, None) for n in names]
+    bar_groups(ax, [display(n) for n in names], series, colors, annotate=True,
+               intervals={"anchor behaviors": [c[0] for c in cis], "tail behaviors": [c[1] for c in cis]})
     ax.set_xticks(ax.get_xticks(), [display(n) for n in names], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("mean recall (long-tail protocol)")
     ax.set_title("Anchor vs tail behavior accuracy", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="upper left")
     return Figure("fig-anchor-tail", "Mean accuracy over anchor and over tail behaviors on the balanced test set "
-                  "(Figures 1c and 4 analog).", to_png(fig))
+                  "(Figures 1c and 4 analog). Error bars: 95 % bootstrap intervals over users, for models whose "
+                  "predictions are in the run folder.", to_png(fig))
 
 
 def few_shot_figure(few_shot: dict) -> Figure:

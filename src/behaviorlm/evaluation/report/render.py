@@ -29,6 +29,7 @@ from behaviorlm.evaluation.report.tables import (
     Table,
     ablation_table,
     anchor_tail_accuracy,
+    anchor_tail_intervals,
     comparison_table,
     confusion_counts,
     confusion_table,
@@ -37,6 +38,7 @@ from behaviorlm.evaluation.report.tables import (
     hit_rate_table,
     overall_table,
     per_behavior_table,
+    sample_size_table,
     selection_table,
 )
 
@@ -104,8 +106,10 @@ def sections(run: RunArtifacts) -> tuple[list[Section], list[str]]:
          f"{metrics_glob} or experiments/comparison.json", lambda: Section(
              "overall", "Overall comparison", "Six metrics on both protocols. The next-behavior protocol keeps the "
              "natural (skewed) distribution; the long-tail protocol has the same number of samples per behavior, "
-             "so Overall/Head/Medium/Tail there measure robustness on rare behaviors.",
-             ([overall_table(run)] if run.models else [])
+             "so Overall/Head/Medium/Tail there measure robustness on rare behaviors. Intervals come from a "
+             "bootstrap over users (samples of one user are correlated), stratified by behavior on the long-tail "
+             "protocol.",
+             ([overall_table(run), sample_size_table(run)] if run.models else [])
              + ([comparison_table(exp["comparison"])] if "comparison" in exp else [])
              + ([t] if (t := hit_rate_table(run)) else [])))
     if run.models and "comparison" not in exp:
@@ -119,7 +123,7 @@ def sections(run: RunArtifacts) -> tuple[list[Section], list[str]]:
          lambda: Section("anchor-tail", "Anchor vs tail accuracy", "In the paper, tuning on every behavior "
                          "favors the frequent anchors (LLM-FT), tuning on tails first hurts both, and BehaviorLM "
                          "narrows the gap on tail behaviors.",
-                         [anchor_tail_figure(run, accuracy)]))
+                         [anchor_tail_figure(run, accuracy, anchor_tail_intervals(run))]))
     need("ablations" in exp, "Ablations (Table 5)", "experiments/ablations.json", lambda: Section(
         "ablations", "Ablations", blocks=[ablation_table(exp["ablations"])]))
     need("few_shot" in exp, "Few-shot curve (Figure 3b)", "experiments/few_shot.json", lambda: Section(

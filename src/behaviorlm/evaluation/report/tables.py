@@ -1,7 +1,9 @@
 """The report's tables: the Table block, cell formatting, and one builder per table.
 
-Also the per-model numbers that a table and a figure share: mean anchor/tail accuracy and the anchor/tail
-confusion counts.
+Also the per-model numbers that a table and a figure share: mean anchor/tail accuracy (with its interval) and
+the anchor/tail confusion counts. Intervals are the 95 % bootstrap intervals over users that metrics.json
+carries (``evaluation/uncertainty.py``); BehaviorLM's improvement over the best other model is shown only where
+a paired bootstrap of the difference, on both models' predictions of the same samples, excludes 0.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from behaviorlm.evaluation.report.artifacts import (
     METRIC_KEYS,
     METRIC_LABELS,
     PROTOCOLS,
+    SPLITS,
     ModelResult,
     RunArtifacts,
     display,
     model_sort_key,
 )
+from behaviorlm.evaluation.uncertainty import Difference, intervals, paired_difference, scored
 
 
 @dataclass
@@ -42,6 +46,13 @@ def fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
+
+
+def fmt_ci(value, ci, digits: int = 4) -> str:
+    """A value and, when there is one, its 95 % interval: "0.4123 [0.381, 0.447]"."""
+    if value is None or not ci:
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def best_cells(columns: Sequence[Sequence[float | None]], row_offset: int = 0, col_offset: int = 0) -> set:
@@ -73,30 +84,81 @@ def metric_header(keys: Sequence[str], protocols: Sequence[str] = tuple(PROTOCOL
 
 
 # -- builders -----------------------------------------------------------------------------------------------
+def paired(run: RunArtifacts, a: str, b: str, protocol: str, metric: str) -> Difference | None:
+    """A's metric minus B's with its paired-bootstrap interval; None unless both scored the same samples."""
+    if a not in run.predictions or b not in run.predictions:
+        return None
+    split = SPLITS[protocol]
+    ours, theirs = scored(run.predictions[a], split), scored(run.predictions[b], split)
+    if ours.empty or not ours["sample_id"].equals(theirs["sample_id"]):
+        return None
+    return paired_difference(ours["label"], ours["pred"], theirs["pred"], ours["user_id"], run.stats.groups, metric,
+                             by_behavior=split == "balanced_test")
+
+
+def improvement(run: RunArtifacts, values: list[list[float | None]]) -> list[str]:
+    """Per column: BehaviorLM vs the best other model, relative, where the paired interval excludes 0."""
+    names = run.model_names
+    ours = values[names.index("behaviorlm")]
+    columns = [(p, k) for p in PROTOCOLS for k in METRIC_KEYS]
+    cells = []
+    for c, value in enumerate(ours):
+        rivals = [(v[c], n) for n, v in zip(names, values) if n != "behaviorlm" and v[c] is not None]
+        if value is None or not rivals:
+            cells.append("–")
+            continue
+        best, rival = max(rivals)
+        diff = paired(run, "behaviorlm", rival, *columns[c])
+        if diff is None:
+            cells.append("n.s. (unpaired)")
+        elif not diff.significant:
+            cells.append("n.s.")
+        else:
+            cells.append(f"{(value - best) / best * 100:+.1f}%" if best else f"{value - best:+.4f}")
+    return cells
+
+
 def overall_table(run: RunArtifacts) -> Table:
-    """Table 1 analog from this run's metrics.json files, with BehaviorLM's improvement over the best other."""
+    """Table 1 analog from this run's metrics.json files: each value with its 95 % interval, and BehaviorLM's
+    improvement over the best other model where a paired test finds one."""
     header, groups = metric_header(METRIC_KEYS)
     values = [[m.protocol(p).get(k) for p in PROTOCOLS for k in METRIC_KEYS] for m in run.models]
-    rows = [["Traditional" if m.baseline else "LLM", display(m.name)] + [fmt(v) for v in vals]
-            for m, vals in zip(run.models, values)]
-    table = Table("table-overall", "Overall prediction performance (Table 1 analog). Best per column in bold.",
-                  ["Category", "Model"] + header, rows, best_cells(list(zip(*values)), col_offset=2),
-                  header_groups=[("", 2)] + groups)
-    names = run.model_names
-    if "behaviorlm" in names and len(names) > 1:
-        ours = values[names.index("behaviorlm")]
-        others = [v for n, v in zip(names, values) if n != "behaviorlm"]
-        improv = []
-        for c, value in enumerate(ours):
-            rivals = [o[c] for o in others if o[c] is not None]
-            best = max(rivals) if rivals else None
-            improv.append(f"{(value - best) / best * 100:+.1f}%" if value is not None and best else "–")
-        table.footer.append(["", "Improv. vs best other"] + improv)
+    cis = [[(m.protocol(p).get("ci95") or {}).get(k) for p in PROTOCOLS for k in METRIC_KEYS] for m in run.models]
+    rows = [["Traditional" if m.baseline else "LLM", display(m.name)] + [fmt_ci(v, ci) for v, ci in zip(vals, c)]
+            for m, vals, c in zip(run.models, values, cis)]
+    caption = ("Overall prediction performance (Table 1 analog): each value with its 95 % bootstrap interval over "
+               "users [lo, hi]. Best per column in bold.")
+    table = Table("table-overall", caption, ["Category", "Model"] + header, rows,
+                  best_cells(list(zip(*values)), col_offset=2), header_groups=[("", 2)] + groups)
+    if "behaviorlm" in run.model_names and len(run.models) > 1:
+        table.caption += (" Improv.: BehaviorLM relative to the best other model of the column, shown where the "
+                          "95 % interval of a paired bootstrap of the difference (the same users drawn for both) "
+                          "excludes 0; n.s. where it does not; n.s. (unpaired) where the two models' predictions "
+                          "of the same samples are not both in the run folder, so no paired test was possible.")
+        table.footer.append(["", "Improv. vs best other"] + improvement(run, values))
     return table
 
 
+def sample_size_table(run: RunArtifacts) -> Table:
+    """How many samples (and users) each model was scored on, and how the long-tail samples split by group."""
+    def counts(m: ModelResult, protocol: str) -> list[str]:
+        metrics = m.protocol(protocol)
+        by_group = metrics.get("n_by_group") or {}
+        values = [metrics.get("n"), (metrics.get("bootstrap") or {}).get("users")]
+        values += [by_group.get(g) for g in ("head", "medium", "tail")]
+        return ["–" if v is None else f"{v:,}" for v in values]
+
+    keys = ("n", "users", "head", "medium", "tail")
+    rows = [[display(m.name)] + [c for p in PROTOCOLS for c in counts(m, p)] for m in run.models]
+    labels = ["Samples", "Users", "Head", "Medium", "Tail"]
+    return Table("table-sizes", "Samples each model was scored on: in all, their users (the bootstrap's "
+                 "resampling unit), and per frequency group. A group's figure rests on its own samples only.",
+                 ["Model"] + labels * len(PROTOCOLS), rows,
+                 header_groups=[("", 1)] + [(PROTOCOLS[p], len(keys)) for p in PROTOCOLS])
+
+
 def comparison_table(comparison: dict) -> Table:
-    """Table 1 analog over seeds: mean ± std."""
+    """Table 1 analog over seeds: mean ± std, and the 95 % interval of the mean when the experiment has it."""
     rows_raw = sorted(comparison.get("rows", []), key=lambda r: model_sort_key(str(r.get("model"))))
     header, groups = metric_header(METRIC_KEYS)
     means, rows = [], []
@@ -105,13 +167,16 @@ def comparison_table(comparison: dict) -> Table:
         for p in PROTOCOLS:
             for k in METRIC_KEYS:
                 stat = (row.get(p) or {}).get(k) or {}
-                mean, std = stat.get("mean"), stat.get("std")
+                mean, std, ci = stat.get("mean"), stat.get("std"), stat.get("ci95")
                 row_means.append(mean)
-                cells.append("–" if mean is None else f"{mean:.4f} ± {std or 0:.4f}")
+                cells.append("–" if mean is None else f"{mean:.4f} ± {std or 0:.4f}"
+                             + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
         means.append(row_means)
         rows.append([display(str(row.get("model"))), str(len(row.get("seeds", [])))] + cells)
-    return Table("table-comparison", "Overall performance over seeds, mean ± std (Table 1 analog). "
-                 "Best mean per column in bold.", ["Model", "Seeds"] + header, rows,
+    return Table("table-comparison", "Overall performance over seeds, mean ± std (Table 1 analog), with the 95 % "
+                 "bootstrap interval of the mean over the test users [lo, hi]: the std is the spread between training "
+                 "seeds, the interval the uncertainty from the evaluated sample. Best mean per column in bold.",
+                 ["Model", "Seeds"] + header, rows,
                  best_cells(list(zip(*means)), col_offset=2) if means else set(), header_groups=[("", 2)] + groups)
 
 
@@ -175,6 +240,19 @@ def anchor_tail_accuracy(run: RunArtifacts) -> dict[str, tuple[float | None, flo
     for row in (run.experiments.get("anchor_tail") or {}).get("rows", []):
         out.setdefault(str(row.get("model")), (row.get("anchor"), row.get("tail")))
     return dict(sorted(out.items(), key=lambda item: model_sort_key(item[0])))
+
+
+def anchor_tail_intervals(run: RunArtifacts) -> dict[str, tuple[list | None, list | None]]:
+    """95 % intervals of each model's mean anchor and tail accuracy, from its balanced-test predictions
+    (stratified user bootstrap, as the long-tail metrics)."""
+    kinds = {b.name: "anchor" if b.anchor else "non-anchor" for b in run.stats.behaviors}
+    out = {}
+    for name, frame in run.predictions.items():
+        rows = scored(frame, "balanced_test")
+        if not rows.empty:
+            ci = intervals(rows["label"], rows["pred"], rows["user_id"], kinds, by_behavior=True)
+            out[name] = (ci.get("anchor"), ci.get("non-anchor"))
+    return out
 
 
 def ablation_table(ablations: dict) -> Table:
