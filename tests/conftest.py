@@ -106,6 +106,7 @@ def _small_config(tmp_path: Path, **changes) -> RunConfig:
         "selection": {"per_behavior": 1, "max_scan_per_behavior": 2},
         "eval": {"limit": 6, "batch_size": 8},
         "variants": ["zero-shot", "behaviorlm"],
+        "prompt": {"format": "paper", "segment_targets": 4},
     }
     for key, value in changes.items():
         section, field = key.split(".")

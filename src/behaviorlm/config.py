@@ -70,6 +70,15 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+class PromptConfig(Section):
+    format: Literal["paper", "packed"] = "paper"
+    """paper: one sample per prompt, in the paper's three instruction formats (~350 tokens for one target at L = 10).
+    packed: a stretch of one user's log as one conversation, one turn pair per event (see ``prompts.render_segment``):
+    the instruction and candidate set are read once and every event is a target (~20 tokens a target)."""
+    segment_targets: int = Field(48, ge=1)
+    """packed: a segment holds the history of its first target plus at most this many further events."""
+
+
 class LoraConfig(Section):
     r: int = 8
     alpha: int = 16
@@ -142,6 +151,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     b_train: TrainConfig | None = None

@@ -1,14 +1,20 @@
-"""The paper's prompt (Section 3.1.1) in its three instruction formats (Appendix D).
+"""The paper's prompt (Section 3.1.1) in its three instruction formats (Appendix D), and the packed format.
 
 A prompt has five parts: task definition, role-play instruction, the history as
 "(day, hour, place, behavior)" items, the next event's day/hour/place ("next-intent-info")
 and the candidate set; the answer is the next behavior. The model code adds the chat template:
 the system turn carries the role and task, the user turn the instruction, the assistant turn the answer.
+
+The packed format (``render_segment``) renders a stretch of one user's log as one conversation: the system turn
+carries the role and task, the first user turn the instruction and the candidate set, then one turn pair per event:
+the user turn holds the event's day, hour and place (the paper's next-intent-info), the assistant turn its behavior.
+The instruction and candidates are read once for the whole stretch, and every assistant turn can be a target.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +35,12 @@ FORMATS = (
     "Day of the week, the hour, and the place of the next behavior are {next_info}, respectively. "
     "Recommend a next intention for this user to do from the following behavior candidate set: {candidates}. "
     "The recommendation is",
+)
+
+PACKED_INSTRUCTION = (
+    "I will tell you, one at a time, the day of the week, the hour and the place of each of this user's behaviors. "
+    "Answer each with the behavior the user did there, chosen from the following behavior candidate set: "
+    "{candidates}. The first one is: {context}"
 )
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -53,6 +65,12 @@ class Prompt:
 
 def context_text(time: datetime, place: str) -> str:
     return f"{DAYS[time.weekday()]}, {time.hour}, {place or 'unknown place'}"
+
+
+def packed_context_text(event: Event) -> str:
+    """An event's context in the packed format; logs without places drop the field, as ``event_text`` does."""
+    day = DAYS[event.time.weekday()]
+    return f"{day}, {event.time.hour}, {event.place}" if event.place else f"{day}, {event.time.hour}"
 
 
 def event_text(event: Event) -> str:
@@ -92,3 +110,28 @@ def render_sample(sample: Sample, candidates: list[str], seed: int = 0, with_ans
         format_for(sample.sample_id, seed),
         answer=sample.label if with_answer else None,
     )
+
+
+def render_segment(
+    events: Sequence[Event],
+    candidates: Sequence[str],
+    targets: Sequence[int] = (),
+    learn_only_targets: bool = True,
+) -> list[dict]:
+    """A stretch of one user's events as a packed conversation (see module docstring).
+
+    Assistant turns whose event index is not in ``targets`` carry ``"target": False`` when
+    ``learn_only_targets``: they are history, neither trained on nor scored (``lm.ranking.ChatFormat``).
+    """
+    wanted = set(targets)
+    messages: list[dict] = [{"role": "system", "content": f"{ROLE} {TASK}"}]
+    for i, event in enumerate(events):
+        context = packed_context_text(event)
+        if i == 0:
+            context = PACKED_INSTRUCTION.format(candidates=", ".join(candidates), context=context)
+        messages.append({"role": "user", "content": context})
+        turn = {"role": "assistant", "content": event.behavior}
+        if learn_only_targets and i not in wanted:
+            turn["target"] = False
+        messages.append(turn)
+    return messages

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from behaviorlm.cli import main
-from behaviorlm.config import EvalConfig
+from behaviorlm.config import EvalConfig, PromptConfig
 from behaviorlm.data.types import BehaviorInfo, Event, PreparedData, Sample, Stats, write_samples
 
 BEHAVIORS = ["Eat breakfast", "Sleep", "Work", "Workout"]
@@ -77,7 +77,7 @@ def test_metrics_predictions_and_model_info(dataset, tiny_dir, tmp_path):
     assert sum(t["probability"] for t in first["top"]) == pytest.approx(1.0)
     test_rows = predictions[predictions["split"] == "test"]
     assert (test_rows["pred"] == test_rows["label"]).mean() == pytest.approx(metrics["next_behavior"]["rec_w"])
-    assert json.loads((tmp_path / "model.json").read_text()) == info
+    assert json.loads((tmp_path / "model.json").read_text()) == {**info, "prompt": PromptConfig().model_dump()}
 
 
 def test_cli_limit_generate_mode_and_adapter(dataset, tiny_dir, tmp_path, capsys):
@@ -109,3 +109,20 @@ def test_cli_errors_are_one_line(dataset, tiny_dir, tmp_path, capsys):
     assert "--limit must be at least 1" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(dataset), "--out", str(tmp_path / "o"), "--per-behavior", "0"]) == 2
     assert "--per-behavior must be at least 1" in capsys.readouterr().err
+
+
+def test_the_packed_format_scores_the_same_samples_and_is_recorded(dataset, tiny_dir, tmp_path):
+    from behaviorlm.errors import InputError
+    from behaviorlm.evaluation.evaluate import evaluate_model
+    from behaviorlm.lm.loading import load_model
+
+    model, tokenizer = load_model(str(tiny_dir), device="cpu")
+    packed = PromptConfig(format="packed")
+    metrics = evaluate_model(model, tokenizer, PreparedData(dataset), tmp_path, "ft", EvalConfig(), progress=False,
+                             prompt=packed)
+    assert metrics["next_behavior"]["n"] == 6 and metrics["long_tail"]["n"] == 8
+    assert metrics["prompt_format"] == "packed"
+    assert json.loads((tmp_path / "model.json").read_text())["prompt"]["format"] == "packed"
+    with pytest.raises(InputError, match="generate"):
+        evaluate_model(model, tokenizer, PreparedData(dataset), tmp_path, "ft", EvalConfig(mode="generate"),
+                       progress=False, prompt=packed)

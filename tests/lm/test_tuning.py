@@ -53,11 +53,12 @@ def test_loss_on_labelled_positions_equals_the_full_logits_loss(tiny):
     batch = AnswerCollator(tokenizer.pad_token_id)(encode_examples(tokenizer, examples(4), 512))
     reference = model(**batch).loss  # transformers' own shifted loss over full-vocabulary logits
     trainer = AnswerOnlyTrainer.__new__(AnswerOnlyTrainer)  # compute_loss needs no Trainer state here
-    trainer.tokens_seen, trainer.current_gradient_accumulation_steps = 0, 1
+    trainer.tokens_seen, trainer.answers_seen, trainer.current_gradient_accumulation_steps = 0, 0, 1
     with torch.no_grad():
         ours = trainer.compute_loss(model, dict(batch))
     assert float(ours) == pytest.approx(float(reference), rel=1e-5)
     assert trainer.tokens_seen == int(batch["attention_mask"].sum())
+    assert trainer.answers_seen == 4
 
 
 def test_paper_schedule_warms_up_from_the_minimum_and_decays_back_to_it():
@@ -83,9 +84,10 @@ def test_training_lowers_the_loss(trained):
     result, _ = trained
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0]
-    assert result.steps == 24 and result.tokens > 0 and result.seconds > 0
+    assert result.steps == 32 and result.tokens > 0 and result.seconds > 0  # 32 samples / 8 a batch x 8 epochs
+    assert result.answers == 32 and result.answers_trained == 32 * 8
     saved = json.loads((result.adapter_dir.parent / "tune.json").read_text())
-    assert saved["steps"] == 24 and saved["tokens"] == result.tokens
+    assert saved["steps"] == 32 and saved["tokens"] == result.tokens and saved["answers_trained"] == 256
 
 
 def test_adapter_round_trips_through_load_model(trained, tiny_dir):

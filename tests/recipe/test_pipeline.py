@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from behaviorlm.data.types import PreparedData
 from behaviorlm.lm import tuning
 from behaviorlm.recipe.pipeline import Pipeline
+
 
 def done_stages(root: Path) -> dict:
     return json.loads((root / "manifest.json").read_text())["stages"]
@@ -19,9 +21,10 @@ def test_runs_skips_and_reruns_only_what_changed(tmp_path, tiny_backbone, tune_c
     results = Pipeline(small_config(), root).execute()
 
     assert set(results) == {"zero-shot", "behaviorlm"}
+    balanced = len(PreparedData(root / "data").split("balanced_test"))  # fewer than eval.per_behavior each
     for variant in results:
         metrics = json.loads((root / variant / "metrics.json").read_text())
-        assert metrics["next_behavior"]["n"] == 6 and metrics["long_tail"]["n"] == 6
+        assert metrics["next_behavior"]["n"] == 6 and metrics["long_tail"]["n"] == balanced
     behaviorlm_model = json.loads((root / "behaviorlm" / "model.json").read_text())
     assert behaviorlm_model["adapter"].startswith("stages/tune-anchor+b-dds_cds-")
     assert (root / behaviorlm_model["adapter"] / "adapter_config.json").is_file()
@@ -71,3 +74,22 @@ def test_interrupted_stage_resumes_in_its_folder(tmp_path, tiny_backbone, monkey
     stage = done_stages(root)[running[0]]
     assert stage["status"] == "done" and stage["resumed"] is True
     assert (root / "anchor-only" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("prompt_format", ["paper", "packed"])
+def test_each_stage_trains_on_exactly_its_samples(tmp_path, tiny_backbone, small_config, prompt_format):
+    """B-Tuning learns every selected sample (never capped again by train.max_train_samples); stage one learns
+    exactly max_train_samples targets; the manifest reads the count back from the encoded training set."""
+    root = tmp_path / "run"
+    config = small_config(**{"selection.per_behavior": 2, "train.max_train_samples": 6,
+                             "prompt.format": prompt_format})
+    Pipeline(config, root).execute()
+    stages = done_stages(root)
+    selected = next(s for n, s in stages.items() if n.startswith("select-"))["result"]["selected"]
+    b_tuning = next(s for n, s in stages.items() if n.startswith("tune-anchor+b-"))["result"]
+    a_tuning = next(s for n, s in stages.items() if n.startswith("tune-anchor-"))["result"]
+    assert selected > 6, "the test needs a selection larger than max_train_samples"
+    assert b_tuning["targets"] == b_tuning["behavior_samples"] == selected
+    assert a_tuning["targets"] == a_tuning["behavior_samples"] == 6
+    assert a_tuning["prompt_format"] == b_tuning["prompt_format"] == prompt_format
+    assert a_tuning["answers_trained"] >= 6

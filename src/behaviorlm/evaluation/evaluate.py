@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from behaviorlm.config import EvalConfig
+from behaviorlm.config import EvalConfig, PromptConfig
 from behaviorlm.data.types import PreparedData, write_json_atomic
 from behaviorlm.errors import InputError
 from behaviorlm.evaluation.metrics import compute_metrics
+from behaviorlm.lm.formats import rank_samples
 from behaviorlm.prompts import render_sample
 
 PROTOCOLS = {"next_behavior": "test", "long_tail": "balanced_test"}
@@ -48,11 +49,14 @@ def evaluate_model(
     prompt_seed: int = 0,
     model_info: dict | None = None,
     progress: bool = True,
+    prompt: PromptConfig | None = None,
 ) -> dict:
     """Rank (or generate) the answers of the test split and the balanced test set; write and return the metrics."""
     from behaviorlm.lm.ranking import CandidateRanker
 
-    eval_cfg = eval_cfg or EvalConfig()
+    eval_cfg, prompt = eval_cfg or EvalConfig(), prompt or PromptConfig()
+    if eval_cfg.mode == "generate" and prompt.format != "paper":
+        raise InputError("eval.mode generate decodes paper-format prompts only; use rank with prompt.format packed")
     out_dir = Path(out_dir)
     candidates = data.candidates
     groups = data.stats.groups
@@ -62,15 +66,16 @@ def evaluate_model(
     total_seconds, total_samples = 0.0, 0
     for protocol, split in PROTOCOLS.items():
         samples = data.evaluation_samples(split, eval_cfg.limit, eval_cfg.per_behavior)
-        prompts = [render_sample(s, candidates, prompt_seed, with_answer=False) for s in samples]
         labels = [s.label for s in samples]
         start = time.perf_counter()
         if eval_cfg.mode == "generate":
+            prompts = [render_sample(s, candidates, prompt_seed, with_answer=False) for s in samples]
             predicted = ranker.generate(prompts, candidates)
             tops = [[] if p is None else [{"behavior": p, "probability": None}] for p in predicted]
             ranked = None
         else:
-            ranking = ranker.rank(prompts, candidates)
+            # Both test sets are the held-out users' samples: their log joins nearby targets into one segment.
+            ranking = rank_samples(ranker, samples, candidates, prompt, prompt_seed, context=data.split("test"))
             predicted = [r[0][0] for r in ranking]
             tops = [[{"behavior": b, "probability": p} for b, p in r[:TOP_K]] for r in ranking]
             ranked = [[b for b, _ in r] for r in ranking]
@@ -89,11 +94,12 @@ def evaluate_model(
                   "top": t} for s, p, t in zip(samples, predicted, tops)]
     metrics.update(seconds=total_seconds, samples_per_second=total_samples / total_seconds if total_seconds else None,
                    mode=eval_cfg.mode, limit=eval_cfg.limit, per_behavior=eval_cfg.per_behavior,
-                   candidates=len(candidates), prompt_seed=prompt_seed)
+                   candidates=len(candidates), prompt_seed=prompt_seed, prompt_format=prompt.format)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(rows, out_dir)
-    info = {"base_model": None, "adapter": None, "prompt_seed": prompt_seed, **(model_info or {})}
+    info = {"base_model": None, "adapter": None, "prompt_seed": prompt_seed, "prompt": prompt.model_dump(),
+            **(model_info or {})}
     write_json_atomic(info, out_dir / "model.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
@@ -132,6 +138,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "(default from config: 500; all: every sample)")
     parser.add_argument("--per-behavior", type=size, help="long-tail protocol: at most N balanced-test samples of "
                         "every behavior, tail included (default from config: 10; all: every sample)")
+    parser.add_argument("--format", choices=["paper", "packed"],
+                        help="prompt format: paper (one prompt a sample) or packed (segments of a user's log, each "
+                             "event a target; what a run tuned with prompt.format packed expects); default: config")
     parser.add_argument("--mode", choices=["rank", "generate"],
                         help="rank: score every candidate (default); generate: greedy answer mapped to a candidate")
     parser.add_argument("--batch-size", type=int, help="prompts scored together (default from config: 8)")
@@ -150,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     for key, value in (("model.name", args.model), ("eval.limit", args.limit),
                        ("eval.per_behavior", args.per_behavior), ("eval.mode", args.mode),
-                       ("eval.batch_size", args.batch_size), ("model.device", args.device)):
+                       ("eval.batch_size", args.batch_size), ("model.device", args.device),
+                       ("prompt.format", args.format)):
         if value is not None:
             overrides.append(f"{key}={'null' if value == ALL else value}")
     config = load_config(args.config, overrides)
@@ -167,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,
             "prompt_seed": args.prompt_seed, "int8": args.int8}
     metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,
-                             prompt_seed=args.prompt_seed, model_info=info)
+                             prompt_seed=args.prompt_seed, model_info=info, prompt=config.prompt)
     for protocol in PROTOCOLS:
         print(f"{protocol:14s} {metrics_line(metrics[protocol])}")
     print(f"{metrics['samples_per_second']:.2f} samples/s; wrote {out / 'metrics.json'}")

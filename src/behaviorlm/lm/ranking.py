@@ -13,6 +13,11 @@ ids). The prompt's cache is never copied per candidate, and the language-model h
 scored. The token prefix that all prompts of a call share (the chat template's system turn and the start of the
 instruction) is encoded once per call and its cache reused by every batch. The same chat format
 (``ChatFormat``) is used for training, so a tuned model is scored on exactly the tokens it was trained on.
+
+Packed conversations (``score_segments``): a prompt is the special case of a sequence with one target at its end.
+A packed conversation (``prompts.render_segment``) has many targets; it is encoded once, with the true behaviors as
+history, and the candidate tree of every target runs after it in the same pass, each target's tree attending to the
+tokens before its own answer only. A target's scores are exactly those of the conversation cut at that target.
 """
 
 from __future__ import annotations
@@ -61,7 +66,10 @@ class ChatFormat:
         return rendered_turn
 
     def segments(self, messages: Sequence[Message], generation_prompt: bool = False) -> list[tuple[str, bool]]:
-        """Text pieces in order, each flagged True when it is an assistant answer (the trained/scored tokens)."""
+        """Text pieces in order, each flagged True when it is an assistant answer to train on or score (a target).
+
+        An assistant turn with ``"target": False`` (history in a packed conversation) is a piece of its own, flagged
+        False: its tokens are the same as if it were a target."""
         if not self.templated:
             return self._plain_segments(messages, generation_prompt)
         full = self._template(messages, generation_prompt)
@@ -75,7 +83,7 @@ class ChatFormat:
             if not full.startswith(prefix) or full[len(prefix): len(prefix) + len(answer)] != answer:
                 raise ValueError("the model's chat template does not render a conversation as prompt + answer turns")
             out.append((full[pos: len(prefix)], False))
-            out.append((answer, True))
+            out.append((answer, message.get("target", True)))
             pos = len(prefix) + len(answer)
         if pos < len(full):
             out.append((full[pos:], False))
@@ -88,9 +96,10 @@ class ChatFormat:
             if message["role"] == "system":
                 out.append((message["content"] + "\n", False))
             elif message["role"] == "user":
-                out.append((("\n" if out and out[-1][1] else "") + message["content"], False))
+                after_answer = bool(out) and messages[len(out) - 1]["role"] == "assistant"
+                out.append((("\n" if after_answer else "") + message["content"], False))
             else:
-                out.append((" " + message["content"] + eos, True))
+                out.append((" " + message["content"] + eos, message.get("target", True)))
         return out
 
     def encode(self, messages: Sequence[Message], generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
@@ -115,6 +124,12 @@ class ChatFormat:
             return [self.tokenizer.bos_token_id] + ids
         return ids
 
+    def encode_targets(self, messages: Sequence[Message]) -> Targets:
+        """Token ids of a conversation and where each of its target answers starts."""
+        ids, is_target = self.encode(messages)
+        starts = [i for i, flag in enumerate(is_target) if flag and (i == 0 or not is_target[i - 1])]
+        return Targets(ids, starts)
+
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         return self.encode(prompt.messages(with_answer=False), generation_prompt=self.templated)[0]
 
@@ -131,17 +146,19 @@ class ChatFormat:
 class CandidateRanker:
     """Scores and ranks a fixed candidate set for many prompts (see module docstring).
 
-    ``batch_size`` prompts are encoded together; ``max_block`` bounds prompts x candidate tokens in one pass, which
-    bounds the logits held at once (more candidates run in several passes over the same cached prompts).
+    ``batch_size`` sequences (prompts or packed conversations) are encoded together, at most ``max_batch_tokens``
+    padded tokens unless one sequence is longer; ``max_block`` bounds the candidate-tree tokens run in one pass over
+    the cached sequences (all targets together), which bounds the logits held at once.
     """
 
     def __init__(self, model, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8, max_block: int = 2048,
-                 progress: bool = True):
+                 progress: bool = True, max_batch_tokens: int = 8192):
         self.model = model
         self.tokenizer = tokenizer
         self.format = ChatFormat(tokenizer)
         self.batch_size = max(1, batch_size)
         self.max_block = max(1, max_block)
+        self.max_batch_tokens = max(1, max_batch_tokens)
         self.progress = progress
         self._blocks: dict[tuple, list[TrieBlock]] = {}
         implementation = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
@@ -158,34 +175,59 @@ class CandidateRanker:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def _batches(self, lengths: list[int], desc: str):
-        """Indices in batches of similar length (longest first), so padding stays small."""
+        """Indices in batches of similar length (longest first), so padding stays small: at most ``batch_size``
+        sequences and, past the first, at most ``max_batch_tokens`` padded tokens (long packed segments)."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = []
+        for i in order:
+            if batches and len(batches[-1]) < self.batch_size and \
+                    (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= self.max_batch_tokens:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
         return tqdm(batches, desc=desc, unit="batch", disable=not self.progress or len(batches) < 2, leave=False)
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> np.ndarray:
         """(n_prompts, n_candidates) log-probabilities of each candidate's full answer (see module docstring)."""
+        encoded = [Targets(ids, [len(ids)]) for ids in (self.format.prompt_ids(p) for p in prompts)]
+        scores = self.score_encoded(encoded, candidates)
+        return np.concatenate(scores) if scores else np.empty((0, len(candidates)))
+
+    def score_segments(self, conversations: Sequence[Sequence[Message]], candidates: Sequence[str]
+                       ) -> list[np.ndarray]:
+        """Per conversation, (n_targets, n_candidates) scores at its target assistant turns (those without
+        ``"target": False``), each given the conversation before that turn: one forward pass per conversation."""
+        return self.score_encoded([self.format.encode_targets(m) for m in conversations], candidates)
+
+    @torch.inference_mode()
+    def score_encoded(self, encoded: Sequence[Targets], candidates: Sequence[str]) -> list[np.ndarray]:
         cand = [self.format.answer_ids(c) for c in candidates]
-        encoded = [self.format.prompt_ids(p) for p in prompts]
-        out = np.empty((len(prompts), len(candidates)), dtype=np.float64)
+        out = [np.empty((len(e.starts), len(cand)), dtype=np.float64) for e in encoded]
+        todo = [i for i, e in enumerate(encoded) if e.starts]
+        if not todo:
+            return out
+        visible = [encoded[i].ids[: encoded[i].starts[-1]] for i in todo]  # nothing after the last target is needed
         was_training = self.model.training
         self.model.eval()
         try:
-            shared = self._encode_shared_prefix(encoded)
+            shared = self._encode_shared_prefix(visible, min(encoded[i].starts[0] for i in todo) - 1)
             cut = shared.length if shared else 0
-            for batch in self._batches([len(e) for e in encoded], "scoring"):
-                out[batch] = self._score_batch([encoded[i][cut:] for i in batch], cand, shared)
+            for batch in self._batches([len(v) for v in visible], "scoring"):
+                rows = [visible[b][cut:] for b in batch]
+                starts = [[s - cut for s in encoded[todo[b]].starts] for b in batch]
+                for b, scores in zip(batch, self._score_rows(rows, starts, cand, shared)):
+                    out[todo[b]][:] = scores
         finally:
             self.model.train(was_training)
         return out
 
-    def _encode_shared_prefix(self, encoded: list[list[int]]) -> SharedPrefix | None:
-        """The cache of the longest token prefix common to all prompts, each keeping at least one token of its own
-        (its last logit scores the candidates' first tokens). None when there is nothing worth sharing, or when the
-        model's cache is not a plain one (sliding-window layers keep no full prefix)."""
+    def _encode_shared_prefix(self, encoded: list[list[int]], limit: int | None = None) -> SharedPrefix | None:
+        """The cache of the longest token prefix common to all sequences, at most ``limit`` tokens (every target
+        keeps the token whose logit scores the candidates' first tokens). None when there is nothing worth
+        sharing, or when the model's cache is not a plain one (sliding-window layers keep no full prefix)."""
         length = shared_prefix_length(encoded)
-        if length == 0:
+        length = length if limit is None else min(length, limit)
+        if length < 2:
             return None
         cache = DynamicCache(config=self.model.config)
         self.model(input_ids=torch.tensor([encoded[0][:length]], device=self.device), cache=cache, use_cache=True,
@@ -194,64 +236,89 @@ class CandidateRanker:
             return None
         return SharedPrefix(length, [(layer.keys, layer.values) for layer in cache.layers])
 
-    def _score_batch(self, prompts: list[list[int]], cand: list[list[int]],
-                     shared: SharedPrefix | None = None) -> np.ndarray:
-        """Scores of the candidates after each prompt (only the part after ``shared``, whose cache is given)."""
+    def _score_rows(self, rows: list[list[int]], starts: list[list[int]], cand: list[list[int]],
+                    shared: SharedPrefix | None = None) -> list[np.ndarray]:
+        """Per row, the candidates' scores at each target start (token positions counted after ``shared``)."""
         device = self.device
-        n_prompts = len(prompts)
+        n_rows = len(rows)
         cut = shared.length if shared else 0
-        cache = shared.expanded(n_prompts, self.model.config) if shared else DynamicCache(config=self.model.config)
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        width = int(lengths.max())
-        ids = torch.full((n_prompts, width), self._pad_id(), dtype=torch.long, device=device)
-        mask = torch.zeros((n_prompts, cut + width), dtype=torch.bool, device=device)
+        cache = shared.expanded(n_rows, self.model.config) if shared else DynamicCache(config=self.model.config)
+        width = max(len(r) for r in rows)
+        ids = torch.full((n_rows, width), self._pad_id(), dtype=torch.long, device=device)
+        mask = torch.zeros((n_rows, cut + width), dtype=torch.bool, device=device)
         mask[:, :cut] = True
-        for i, p in enumerate(prompts):
-            ids[i, : len(p)] = torch.tensor(p, device=device)
-            mask[i, cut: cut + len(p)] = True
-        # Right padding: no padded query attends to nothing, and each prompt's last logit sits at length - 1.
-        last = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
-        last[torch.arange(n_prompts, device=device), lengths - 1] = True
+        keep = torch.zeros((n_rows, width), dtype=torch.bool, device=device)
+        for i, (row, row_starts) in enumerate(zip(rows, starts)):
+            ids[i, : len(row)] = torch.tensor(row, device=device)
+            mask[i, cut: cut + len(row)] = True
+            keep[i, torch.tensor(row_starts, device=device) - 1] = True
+        # Right padding: no padded query attends to nothing; the kept logits come out flat, row by row, in order.
         prefix = self.model(input_ids=ids, attention_mask=mask.long(), cache=cache, use_cache=True,
-                            logits_to_keep=last)
-        first = torch.log_softmax(prefix.logits.float(), dim=-1)  # (n_prompts, vocab): every candidate's 1st token
+                            logits_to_keep=keep)
+        first = torch.log_softmax(prefix.logits.float(), dim=-1)  # (targets, vocab): every candidate's 1st token
         scores = first[:, torch.tensor([c[0] for c in cand], device=device)].clone()
-        budget = max(1, self.max_block // n_prompts)
+
+        counts = [len(s) for s in starts]
+        n_targets = max(counts)
+        at = torch.ones((n_rows, n_targets), dtype=torch.long)  # padding slots see token 0 only
+        index = torch.full((n_rows, n_targets), -1, dtype=torch.long)  # row of `scores` of each target
+        for i, row_starts in enumerate(starts):
+            at[i, : counts[i]] = torch.tensor(row_starts) + cut
+            index[i, : counts[i]] = torch.arange(counts[i]) + sum(counts[:i])
+        at, index = at.to(device), index.to(device)
+        budget = max(1, self.max_block // n_rows)
         key = (tuple(map(tuple, cand)), budget)
         if key not in self._blocks:
             self._blocks = {key: candidate_blocks(cand, budget)}  # one candidate set at a time, as a rule
+        rows_cache = [(layer.keys, layer.values) for layer in prefix.cache.layers]
         for block in self._blocks[key]:
-            scores.index_add_(1, block.edge_cand.to(device), self._block(prefix.cache, mask, cut + lengths, block))
-        return scores.cpu().numpy()
+            size = block.ids.numel()
+            # Every query of a pass attends to all keys of the pass, masked or not: few targets a pass keep the
+            # other targets' trees (masked) below about half the visible row.
+            per_pass = max(1, min(budget // size, (cut + width) // (2 * size)))
+            for first_target in range(0, n_targets, per_pass):
+                part = slice(first_target, first_target + per_pass)
+                visible = int(at[:, part].max())  # keys after the last answer start of the pass are never seen
+                cache = prefix_cache(rows_cache, visible, self.model.config)
+                edges = self._block(cache, at[:, part], visible, block)  # (rows, targets, edges)
+                valid = index[:, part] >= 0
+                by_candidate = torch.zeros((int(valid.sum()), len(cand)), dtype=scores.dtype, device=device)
+                by_candidate.index_add_(1, block.edge_cand.to(device), edges[valid])
+                scores.index_add_(0, index[:, part][valid], by_candidate)
+        return [t.numpy() for t in torch.split(scores.cpu(), counts)]
 
-    def _block(self, cache, prompt_mask: torch.Tensor, lengths: torch.Tensor, block: TrieBlock) -> torch.Tensor:
-        """(n_prompts, edges) log-probs of the block's trie edges, the trie nodes run after the cached prompts."""
-        device = prompt_mask.device
-        n_prompts, width = prompt_mask.shape
+    def _block(self, cache, at: torch.Tensor, width: int, block: TrieBlock) -> torch.Tensor:
+        """(rows, targets, edges) log-probs of the block's trie edges, run after the cached rows: target j of a row
+        sees the row's tokens before ``at[row, j]`` (where its answer starts) and its own trie ancestors."""
+        device = at.device
+        n_rows, n_targets = at.shape
         size = block.ids.numel()
-        allowed = torch.cat([prompt_mask[:, None, :].expand(n_prompts, size, width),
-                             block.allowed.to(device).expand(n_prompts, size, size)], dim=2)[:, None]
+        queries = n_targets * size
+        sees_row = torch.arange(width, device=device)[None, None, :] < at[:, :, None]  # (rows, targets, width)
+        sees_row = sees_row[:, :, None, :].expand(n_rows, n_targets, size, width).reshape(n_rows, queries, width)
+        sees_trie = torch.block_diag(*[block.allowed.to(device)] * n_targets)
+        allowed = torch.cat([sees_row, sees_trie.expand(n_rows, queries, queries)], dim=2)[:, None]
         attention = allowed
         if self._additive_mask:
             dtype = next(self.model.parameters()).dtype
             attention = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
-        out = self.model(input_ids=block.ids.to(device).expand(n_prompts, size), attention_mask=attention,
-                         position_ids=lengths[:, None] + block.offset.to(device)[None, :], cache=cache,
-                         use_cache=True)
-        cache.crop(-size)  # back to the prompts alone for the next block
-        logits = out.logits.float()  # (n_prompts, nodes, vocab): every node has a child to predict
+        positions = (at[:, :, None] + block.offset.to(device)[None, None, :]).reshape(n_rows, queries)
+        out = self.model(input_ids=block.ids.to(device).repeat(n_targets).expand(n_rows, queries),
+                         attention_mask=attention, position_ids=positions, cache=cache, use_cache=True)
+        logits = out.logits.float().view(n_rows, n_targets, size, -1)  # every node has a child to predict
         node, token = block.edge_node.to(device), block.edge_token.to(device)
-        return logits[:, node, token] - torch.logsumexp(logits, dim=-1)[:, node]
+        return logits[:, :, node, token] - torch.logsumexp(logits, dim=-1)[:, :, node]
 
     def rank(self, prompts: Sequence[Prompt], candidates: Sequence[str], k: int | None = None
              ) -> list[list[tuple[str, float]]]:
         """Per prompt, candidates sorted by probability (softmax over the candidate scores), the top ``k``."""
-        scores = self.score(prompts, candidates)
-        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[(candidates[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
+        return ranked(self.score(prompts, candidates), candidates, k)
+
+    def rank_segments(self, conversations: Sequence[Sequence[Message]], candidates: Sequence[str],
+                      k: int | None = None) -> list[list[list[tuple[str, float]]]]:
+        """Per conversation, per target turn, the ranked candidates (see ``score_segments`` and ``rank``)."""
+        return [ranked(scores, candidates, k) for scores in self.score_segments(conversations, candidates)]
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], candidates: Sequence[str], max_new_tokens: int | None = None
@@ -287,6 +354,16 @@ class CandidateRanker:
         return out
 
 
+def ranked(scores: np.ndarray, candidates: Sequence[str], k: int | None = None) -> list[list[tuple[str, float]]]:
+    """Per row of scores, candidates sorted by probability (softmax over the candidate set), the top ``k``."""
+    if not len(scores):
+        return []
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[(candidates[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
+
+
 def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
     """Tokens all prompts start with, each prompt keeping at least one of its own; 0 when under two are shared."""
     if len(encoded) < 2:
@@ -312,6 +389,14 @@ def match_candidate(text: str, candidates: Sequence[str]) -> str | None:
 
 
 @dataclass(frozen=True)
+class Targets:
+    """A token sequence and the positions where the answers to score start (a prompt: one, at its end)."""
+
+    ids: list[int]
+    starts: list[int]
+
+
+@dataclass(frozen=True)
 class SharedPrefix:
     """The key/value cache of a token prefix common to every prompt of a call, one entry per layer."""
 
@@ -324,6 +409,14 @@ class SharedPrefix:
         for index, (keys, values) in enumerate(self.layers):
             cache.update(keys.expand(n_prompts, -1, -1, -1), values.expand(n_prompts, -1, -1, -1), index)
         return cache
+
+
+def prefix_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int, config) -> DynamicCache:
+    """A new cache holding the first ``length`` positions of ``layers`` (keys and values of each layer)."""
+    cache = DynamicCache(config=config)
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys[:, :, :length], values[:, :, :length], index)
+    return cache
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-adapter", help="continue training this PEFT adapter folder (e.g. B-Tuning after A)")
     parser.add_argument("--no-validate", action="store_true",
                         help="skip validation; the adapter is the last step instead of the best validation accuracy")
+    parser.add_argument("--format", choices=["paper", "packed"],
+                        help="prompt format (default: the config's prompt.format, else paper); packed trains many "
+                             "samples of a user in one conversation")
     parser.add_argument("--prompt-seed", type=int, help="seed choosing each sample's instruction format "
                                                         "(default: train.seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -76,34 +79,24 @@ def show_progress_logs() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import load_config
-    from behaviorlm.data.chat import auxiliary_examples
-    from behaviorlm.lm.loading import load_model
-    from behaviorlm.lm.tuning import behavior_examples, ranking_validator, tune
+    from behaviorlm.recipe.stages import tune_on_samples
 
     show_progress_logs()
-    config = load_config(args.config, args.set)
+    overrides = list(args.set) + ([f"prompt.format={args.format}"] if args.format else [])
+    config = load_config(args.config, overrides)
     data = PreparedData(args.data)
     samples = choose_subset(data, args.subset)
     if not samples:
         raise InputError(f"--subset {args.subset}: no training samples")
     if args.init_adapter and not (Path(args.init_adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.init_adapter)
-    prompt_seed = config.train.seed if args.prompt_seed is None else args.prompt_seed
-    model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype,
-                                  trust_remote_code=config.model.trust_remote_code)
-    examples = behavior_examples(samples, data.candidates, prompt_seed)
     n_aux = round(config.aux.ratio * len(samples)) if args.aux else 0
-    if n_aux:
-        examples += auxiliary_examples(n_aux, tokenizer, config.aux, config.train.seed)
-    validate = None
-    if not args.no_validate and config.train.eval_samples > 0:
-        validate = ranking_validator(tokenizer, data.split("valid"), data.candidates, config.train.eval_samples,
-                                     prompt_seed, config.eval.batch_size, config.train.seed)
-    print(f"tuning {config.model.name} on {len(samples)} samples + {len(examples) - len(samples)} conversations")
-    result = tune(model, tokenizer, examples, args.out, config.lora, config.train, init_adapter=args.init_adapter,
-                  validate=validate, model_cfg=config.model)
-    rate = result.to_json()["tokens_per_second"]
-    rate = f", {rate:.0f} training tokens/s" if rate else ""
-    best = f"; best validation accuracy {result.best_metric:.4f}" if result.best_metric is not None else ""
-    print(f"{result.steps} steps in {result.seconds:.0f} s{rate}{best}; adapter: {result.adapter_dir}")
+    print(f"tuning {config.model.name} on {len(samples)} samples ({config.prompt.format} format) "
+          f"+ {n_aux} conversations")
+    result = tune_on_samples(config, data, Path(args.out), samples, aux=n_aux, init_adapter=args.init_adapter,
+                             validate=not args.no_validate, prompt_seed=args.prompt_seed)
+    seconds = result["train_seconds"]
+    best = f"; best validation accuracy {result['best_metric']:.4f}" if result["best_metric"] is not None else ""
+    print(f"{result['steps']} steps on {result['targets']} targets in {seconds:.0f} s "
+          f"({result['tokens'] / max(seconds, 1e-9):.0f} tokens/s){best}; adapter: {result['adapter']}")
     return 0

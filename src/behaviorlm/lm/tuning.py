@@ -30,20 +30,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from behaviorlm.config import LoraConfig, ModelConfig, TrainConfig
+from behaviorlm.config import LoraConfig, ModelConfig, PromptConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
+from behaviorlm.lm.formats import TrainingExample, rank_samples, training_examples
 from behaviorlm.lm.loading import attach_adapter, load_model, merged_adapter, peft_quietly
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
-from behaviorlm.prompts import render_sample
 
 log = logging.getLogger(__name__)
 
-TrainingExample = list[dict[str, str]]
-"""A chat: [{"role": "system"|"user"|"assistant", "content": str}, ...]; the assistant turns are learned."""
 Validator = Callable[[Any, Any], float]
 """validate(model, tokenizer) -> accuracy on a fixed validation set (higher is better)."""
 
@@ -58,6 +56,10 @@ class TuneResult:
     history: list[dict] = field(default_factory=list)
     validation_seconds: float = 0.0
     """Part of ``seconds`` spent validating (``tokens_per_second`` leaves it out)."""
+    answers: int = 0
+    """Assistant answers in the encoded examples (after truncation): what one epoch trains on."""
+    answers_trained: int = 0
+    """Assistant answers the trainer's loss saw, all epochs together (read back from the trainer)."""
     model: Any = field(default=None, repr=False, compare=False)
     """The tuned PeftModel holding the saved adapter's weights (None when the stage was already complete)."""
 
@@ -65,26 +67,30 @@ class TuneResult:
         training = self.seconds - self.validation_seconds
         return {"adapter_dir": str(self.adapter_dir), "best_metric": self.best_metric, "steps": self.steps,
                 "seconds": self.seconds, "validation_seconds": self.validation_seconds, "tokens": self.tokens,
-                "tokens_per_second": self.tokens / training if training > 0 else None, "history": self.history}
+                "tokens_per_second": self.tokens / training if training > 0 else None, "answers": self.answers,
+                "answers_trained": self.answers_trained, "history": self.history}
 
 
-def behavior_examples(samples: Sequence[Sample], candidates: Sequence[str], prompt_seed: int = 0
-                      ) -> list[TrainingExample]:
-    """Behavior samples as chats: system (role + task), user (instruction), assistant (the next behavior)."""
-    return [render_sample(s, list(candidates), prompt_seed).messages(with_answer=True) for s in samples]
+def behavior_examples(samples: Sequence[Sample], candidates: Sequence[str], prompt_seed: int = 0,
+                      prompt: PromptConfig | None = None, context: Sequence[Sample] = ()) -> list[TrainingExample]:
+    """Behavior samples as chats in the prompt format (default: the paper's, one chat per sample)."""
+    return training_examples(samples, candidates, prompt or PromptConfig(), context, prompt_seed)
 
 
 def ranking_validator(tokenizer, samples: Sequence[Sample], candidates: Sequence[str], n: int = 64,
-                      prompt_seed: int = 0, batch_size: int = 8, seed: int = 0) -> Validator:
-    """Accuracy (top-1 of the candidate ranker) on a fixed random subset of ``n`` samples."""
+                      prompt_seed: int = 0, batch_size: int = 8, seed: int = 0, prompt: PromptConfig | None = None
+                      ) -> Validator:
+    """Accuracy (top-1 of the candidate ranker) on a fixed random subset of ``n`` samples, in the prompt format
+    (packed: the other ``samples`` supply the events between the chosen ones)."""
+    prompt = prompt or PromptConfig()
     chosen = list(samples)
     if len(chosen) > n:
         chosen = random.Random(seed).sample(chosen, n)
-    prompts = [render_sample(s, list(candidates), prompt_seed, with_answer=False) for s in chosen]
     labels = [s.label for s in chosen]
 
     def validate(model, tokenizer=tokenizer) -> float:
-        ranked = CandidateRanker(model, tokenizer, batch_size=batch_size, progress=False).rank(prompts, candidates, k=1)
+        ranker = CandidateRanker(model, tokenizer, batch_size=batch_size, progress=False)
+        ranked = rank_samples(ranker, chosen, candidates, prompt, prompt_seed, context=samples, k=1)
         return sum(r[0][0] == y for r, y in zip(ranked, labels)) / max(1, len(labels))
 
     return validate
@@ -138,6 +144,12 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep, labels.roll(-1, dims=1)[keep]
 
 
+def count_answers(labels: torch.Tensor) -> int:
+    """Answers (runs of labelled tokens) in a batch of labels."""
+    labelled = labels != -100
+    return int((labelled[:, 1:] & ~labelled[:, :-1]).sum() + labelled[:, 0].sum())
+
+
 class AnswerOnlyTrainer(Trainer):
     """Trainer whose loss runs the language-model head only at positions that predict a label."""
 
@@ -146,6 +158,7 @@ class AnswerOnlyTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.tokens_seen = 0
+        self.answers_seen = 0
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -156,10 +169,12 @@ class AnswerOnlyTrainer(Trainer):
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        keep, targets = label_positions(inputs.pop("labels"))
+        labels = inputs.pop("labels")
+        keep, targets = label_positions(labels)
         outputs = model(**inputs, logits_to_keep=keep)
         total = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
         self.tokens_seen += int(inputs["attention_mask"].sum())
+        self.answers_seen += count_answers(labels)
         if num_items_in_batch is not None:  # token count over the whole accumulated batch (and all processes)
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -270,7 +285,7 @@ def _fingerprint(model_name: str, examples: Sequence[TrainingExample], lora: Lor
             "train": train.model_dump(mode="json"), "init_adapter": str(init_adapter) if init_adapter else None}
 
 
-def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None):
+def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None, seed: int):
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
 
@@ -287,8 +302,61 @@ def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None):
     config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                             target_modules=list(lora.target_modules), layers_to_transform=layers,
                             task_type="CAUSAL_LM")
+    set_seed(seed)  # the LoRA matrices' initialisation, so two runs with one seed start from the same adapter
     with peft_quietly():
         return get_peft_model(model, config)
+
+
+def _completed(out_dir: Path, spec: dict) -> TuneResult | None:
+    """The result of a finished stage with this spec; refuses a folder that holds another stage."""
+    spec_file, done_file = out_dir / "tune_spec.json", out_dir / "tune.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != json.loads(json.dumps(spec)):
+        raise InputError("holds a tuning run with other data or settings; choose a new --out folder or delete it",
+                         file=str(out_dir))
+    if done_file.is_file() and (out_dir / "adapter" / "adapter_config.json").is_file():
+        raw = json.loads(done_file.read_text())
+        log.info("%s: stage already complete", out_dir)
+        return TuneResult(out_dir / "adapter", raw["best_metric"], raw["steps"], raw["seconds"], raw["tokens"],
+                          raw["history"], raw.get("validation_seconds", 0.0), raw.get("answers", 0),
+                          raw.get("answers_trained", 0))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(spec, spec_file)
+    return None
+
+
+def _training_arguments(out_dir: Path, train: TrainConfig, model, progress: bool) -> TrainingArguments:
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    bf16 = on_gpu and torch.cuda.is_bf16_supported() if train.bf16 == "auto" else bool(train.bf16)
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        **schedule_arguments(train),
+        train_sampling_strategy="group_by_length",
+        save_strategy="steps",
+        save_steps=max(1, train.save_every),
+        save_total_limit=2,
+        logging_steps=max(1, min(10, train.save_every)),
+        eval_strategy="no",
+        report_to="none",
+        bf16=bf16,
+        use_cpu=next(model.parameters()).device.type == "cpu",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
+
+
+def _keep_adapter(trainer: AnswerOnlyTrainer, model, out_dir: Path, validation: ValidationCallback | None
+                  ) -> float | None:
+    """Move the stage's final adapter to ``out_dir/adapter``: the best validated one, else the last; its accuracy."""
+    adapter_dir = out_dir / "adapter"
+    if validation is not None and (out_dir / "best").is_dir():
+        _load_adapter_weights(model, out_dir / "best")
+        best_metric = json.loads((out_dir / "best" / "validation.json").read_text())["accuracy"]
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        (out_dir / "best").rename(adapter_dir)
+        return best_metric
+    _atomic_save_adapter(model, adapter_dir)
+    return None
 
 
 def tune(
@@ -305,7 +373,8 @@ def tune(
     progress: bool = True,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> TuneResult:
-    """One LoRA stage. Rerunning the same call after an interruption resumes from the last checkpoint.
+    """One LoRA stage on exactly ``examples``. Rerunning the same call after an interruption resumes from the last
+    checkpoint.
 
     ``model_name_or_model``: a name for ``load_model`` (a fresh copy is loaded) or a loaded model, which is changed
     in place (LoRA layers are injected) — pass a name when the base model must stay untouched. ``init_adapter``
@@ -316,25 +385,13 @@ def tune(
     lora, train, model_cfg = lora or LoraConfig(), train or TrainConfig(), model_cfg or ModelConfig()
     out_dir = Path(out_dir)
     examples = list(examples)
-    if train.max_train_samples and len(examples) > train.max_train_samples:
-        examples = random.Random(train.seed).sample(examples, train.max_train_samples)
     if not examples:
         raise InputError("no training examples (is the chosen subset empty?)", file=str(out_dir))
     name = model_name_or_model if isinstance(model_name_or_model, str) else getattr(
         getattr(model_name_or_model, "config", None), "name_or_path", type(model_name_or_model).__name__)
-    spec = _fingerprint(str(name), examples, lora, train, init_adapter)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec_file, done_file = out_dir / "tune_spec.json", out_dir / "tune.json"
-    if spec_file.is_file() and json.loads(spec_file.read_text()) != json.loads(json.dumps(spec)):
-        raise InputError("holds a tuning run with other data or settings; choose a new --out folder or delete it",
-                         file=str(out_dir))
-    if done_file.is_file() and (out_dir / "adapter" / "adapter_config.json").is_file():
-        raw = json.loads(done_file.read_text())
-        log.info("%s: stage already complete", out_dir)
-        return TuneResult(out_dir / "adapter", raw["best_metric"], raw["steps"], raw["seconds"], raw["tokens"],
-                          raw["history"], raw.get("validation_seconds", 0.0))
-    write_json_atomic(spec, spec_file)
+    done = _completed(out_dir, _fingerprint(str(name), examples, lora, train, init_adapter))
+    if done is not None:
+        return done
 
     if isinstance(model_name_or_model, str):
         model, loaded_tokenizer = load_model(model_name_or_model, model_cfg.device, model_cfg.dtype,
@@ -344,32 +401,13 @@ def tune(
         model = model_name_or_model
     if tokenizer is None:
         raise ValueError("a tokenizer is needed when a loaded model is passed")
-    model = _lora_model(model, lora, init_adapter)
+    model = _lora_model(model, lora, init_adapter, train.seed)
     model.train()
 
     dataset = encode_examples(tokenizer, examples, train.max_length)
     if not dataset:
         raise InputError("no example has an answer token left after truncation; raise train.max_length",
                          file=str(out_dir))
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    bf16 = on_gpu and torch.cuda.is_bf16_supported() if train.bf16 == "auto" else bool(train.bf16)
-    checkpoints = out_dir / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        **schedule_arguments(train),
-        train_sampling_strategy="group_by_length",
-        save_strategy="steps",
-        save_steps=max(1, train.save_every),
-        save_total_limit=2,
-        logging_steps=max(1, min(10, train.save_every)),
-        eval_strategy="no",
-        report_to="none",
-        bf16=bf16,
-        use_cpu=next(model.parameters()).device.type == "cpu",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-    )
     history = HistoryCallback()
     callbacks = [history, *callbacks]
     validation = None
@@ -377,8 +415,10 @@ def tune(
         validation = ValidationCallback(validate, model, tokenizer, out_dir / "best", train.eval_every,
                                         train.eval_at_start)
         callbacks.append(validation)
-    trainer = AnswerOnlyTrainer(model=model, args=args, train_dataset=dataset,
-                                data_collator=AnswerCollator(tokenizer.pad_token_id or 0), callbacks=callbacks)
+    trainer = AnswerOnlyTrainer(model=model, args=_training_arguments(out_dir, train, model, progress),
+                                train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id or 0),
+                                callbacks=callbacks)
+    checkpoints = out_dir / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         log.info("resuming from %s", resume)
@@ -386,22 +426,13 @@ def tune(
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
 
-    adapter_dir = out_dir / "adapter"
-    best_metric = None
+    answers = sum(count_answers(torch.tensor([d["labels"]])) for d in dataset)
+    result = TuneResult(out_dir / "adapter", None, trainer.state.global_step, seconds, trainer.tokens_seen,
+                        history.history + (validation.history if validation else []),
+                        validation.seconds if validation else 0.0, answers, trainer.answers_seen, model)
     if trainer.is_world_process_zero():
-        if validation is not None and (out_dir / "best").is_dir():
-            _load_adapter_weights(model, out_dir / "best")
-            best_metric = json.loads((out_dir / "best" / "validation.json").read_text())["accuracy"]
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            (out_dir / "best").rename(adapter_dir)
-        else:
-            _atomic_save_adapter(model, adapter_dir)
-        result = TuneResult(adapter_dir, best_metric, trainer.state.global_step, seconds, trainer.tokens_seen,
-                            history.history + (validation.history if validation else []),
-                            validation.seconds if validation else 0.0, model)
-        write_json_atomic(result.to_json(), done_file)
-    else:
-        result = TuneResult(adapter_dir, None, trainer.state.global_step, seconds, trainer.tokens_seen, [], 0.0, model)
+        result.best_metric = _keep_adapter(trainer, model, out_dir, validation)
+        write_json_atomic(result.to_json(), out_dir / "tune.json")
     model.eval()
     return result
 

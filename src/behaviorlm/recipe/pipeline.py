@@ -174,10 +174,10 @@ class Pipeline:
         data = self.data
         if model_stage.selection is None:
             subset = model_stage.stage_one
-            samples = stages.stage_one_samples(subset, data, cfg.train)
+            samples = stages.stage_one_samples(subset, data, cfg)
             n_aux = stages.aux_count(subset, len(samples), cfg)
             fp = fingerprint(self.fp["data"], subset, cfg.model.model_dump(), cfg.lora.model_dump(),
-                             cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None)
+                             cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None, cfg.prompt.model_dump())
             init_adapter, train_cfg = None, cfg.train
         else:
             stage_one = stages.ModelStage(model_stage.stage_one)
@@ -188,7 +188,11 @@ class Pipeline:
             train_cfg = cfg.b_tuning
 
         def step(out: Path) -> dict:
-            return self._tune(out, samples, n_aux, train_cfg, init_adapter)
+            result = stages.tune_on_samples(cfg, data, out, samples, aux=n_aux, train=train_cfg,
+                                            init_adapter=init_adapter)
+            self.run.log(f"trained on {result['targets']} targets in {result['chats']} {result['prompt_format']} "
+                         f"chats + {n_aux} conversations")
+            return {**result, "adapter": stages.relative(Path(result["adapter"]), self.root)}
 
         self.fp[key] = fp
         name = self.stage_name(key)
@@ -196,32 +200,6 @@ class Pipeline:
 
     def stage_name(self, key: str) -> str:
         return f"{key}-{self.fp[key][:8]}"
-
-    def _tune(self, out: Path, samples, n_aux: int, train_cfg, init_adapter: str | None) -> dict:
-        from behaviorlm.data.chat import auxiliary_examples
-        from behaviorlm.lm.loading import load_model
-        from behaviorlm.lm.tuning import behavior_examples, ranking_validator, tune
-
-        cfg = self.config
-        model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
-                                      trust_remote_code=cfg.model.trust_remote_code)
-        examples = behavior_examples(samples, self.data.candidates, train_cfg.seed)
-        if n_aux:
-            examples += auxiliary_examples(n_aux, tokenizer, cfg.aux, train_cfg.seed)
-        validate = None
-        if train_cfg.eval_samples:  # keeps the best checkpoint by validation accuracy
-            validate = ranking_validator(tokenizer, self.data.split("valid"), self.data.candidates,
-                                         n=train_cfg.eval_samples, prompt_seed=train_cfg.seed,
-                                         batch_size=cfg.eval.batch_size, seed=train_cfg.seed)
-        self.run.log(f"tuning on {len(samples)} behavior samples + {n_aux} conversations")
-        result = tune(model, tokenizer, examples, out, cfg.lora, train_cfg, init_adapter=init_adapter,
-                      validate=validate, model_cfg=cfg.model)
-        return {
-            "adapter": stages.relative(result.adapter_dir, self.root),
-            "behavior_samples": len(samples), "aux_conversations": n_aux,
-            "steps": result.steps, "tokens": result.tokens, "train_seconds": round(result.seconds, 1),
-            "best_metric": result.best_metric,
-        }
 
     def select(self, model_stage: stages.ModelStage, scorer_adapter: str) -> list:
         key = model_stage.select_key
@@ -249,19 +227,20 @@ class Pipeline:
         return read_samples(folder / "selected.parquet")
 
     def _top1_predictor(self, adapter: str):
+        from behaviorlm.lm.formats import rank_samples
         from behaviorlm.lm.loading import load_model
         from behaviorlm.lm.ranking import CandidateRanker
-        from behaviorlm.prompts import render_sample
 
         cfg = self.config
         model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, adapter=adapter,
                                       trust_remote_code=cfg.model.trust_remote_code)
-        ranker = CandidateRanker(model, tokenizer, batch_size=cfg.eval.batch_size)
+        ranker = CandidateRanker(model, tokenizer, batch_size=cfg.eval.batch_size, progress=False)
         candidates = self.data.candidates
+        train = self.data.split("train")
 
         def predict_top1(samples) -> list[str]:
-            prompts = [render_sample(s, candidates, cfg.train.seed, with_answer=False) for s in samples]
-            return [r[0][0] for r in ranker.rank(prompts, candidates, k=1)]
+            ranked = rank_samples(ranker, samples, candidates, cfg.prompt, cfg.train.seed, context=train, k=1)
+            return [r[0][0] for r in ranked]
 
         return predict_top1
 
@@ -273,7 +252,7 @@ class Pipeline:
         model_stage = stages.model_stage(variant)
         adapter = self.tune_stage(model_stage) if model_stage else None
         upstream = self.fp[model_stage.tune_key] if model_stage else fingerprint(cfg.model.model_dump())
-        fp = fingerprint(self.fp["data"], upstream, cfg.eval.model_dump(), cfg.train.seed)
+        fp = fingerprint(self.fp["data"], upstream, cfg.eval.model_dump(), cfg.train.seed, cfg.prompt.model_dump())
 
         def step(out: Path) -> dict:
             model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
@@ -281,7 +260,7 @@ class Pipeline:
                                           trust_remote_code=cfg.model.trust_remote_code)
             info = {"base_model": cfg.model.name, "adapter": adapter, "prompt_seed": cfg.train.seed}
             metrics = evaluate_model(model, tokenizer, self.data, out, variant, cfg.eval,
-                                     prompt_seed=cfg.train.seed, model_info=info)
+                                     prompt_seed=cfg.train.seed, model_info=info, prompt=cfg.prompt)
             return summarize(metrics)
 
         folder = self.eval_root / variant

@@ -13,13 +13,17 @@ Stage two (B-Tuning, Section 3.3) continues a stage-one adapter on F samples per
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from behaviorlm.config import RunConfig, SelectionConfig, TrainConfig
+from behaviorlm.config import PromptConfig, RunConfig, SelectionConfig, TrainConfig
 from behaviorlm.data.types import PreparedData, Sample
+from behaviorlm.lm.formats import segments_of, training_examples
+
+log = logging.getLogger(__name__)
 
 STAGE_ONE = ("anchor", "anchor-noaux", "ft", "tail-first")
 SELECTIONS = {
@@ -63,8 +67,8 @@ def model_stage(variant: str) -> ModelStage | None:
     return None if spec is None else ModelStage(*spec)
 
 
-def stage_one_samples(subset: str, data: PreparedData, train: TrainConfig) -> list[Sample]:
-    """The training samples of a stage-one subset, capped at ``train.max_train_samples`` (seeded)."""
+def stage_one_samples(subset: str, data: PreparedData, config: RunConfig) -> list[Sample]:
+    """The training samples (targets) of a stage-one subset, capped at ``train.max_train_samples`` (seeded)."""
     samples = data.split("train")
     stats = data.stats
     if subset in ("anchor", "anchor-noaux"):
@@ -73,14 +77,61 @@ def stage_one_samples(subset: str, data: PreparedData, train: TrainConfig) -> li
         samples = [s for s in samples if stats.by_name[s.label].group != "head"]
     elif subset != "ft":
         raise ValueError(f"unknown stage-one subset {subset!r}")
-    return cap(samples, train.max_train_samples, train.seed)
+    return cap(samples, config.train.max_train_samples, config.train.seed, config.prompt, data.split("train"))
 
 
-def cap(samples: Sequence[Sample], limit: int | None, seed: int) -> list[Sample]:
+def cap(samples: Sequence[Sample], limit: int | None, seed: int, prompt: PromptConfig | None = None,
+        context: Sequence[Sample] = ()) -> list[Sample]:
+    """At most ``limit`` samples, seeded. Packed: whole segments drawn at random (then the first targets of the
+    last one), so the kept targets stay stretches of consecutive events, cheap to train on together."""
     samples = list(samples)
     if limit is None or len(samples) <= limit:
         return samples
-    return random.Random(seed).sample(samples, limit)
+    if prompt is None or prompt.format == "paper":
+        return random.Random(seed).sample(samples, limit)
+    by_id = {s.sample_id: s for s in samples}
+    segments = segments_of(samples, prompt, context)
+    random.Random(seed).shuffle(segments)
+    ids = [i for segment in segments for i in segment.sample_ids][:limit]
+    return [by_id[i] for i in ids]
+
+
+def tune_on_samples(config: RunConfig, data: PreparedData, out: Path, samples: Sequence[Sample], *,
+                    aux: int = 0, train: TrainConfig | None = None, init_adapter: str | None = None,
+                    validate: bool = True, prompt_seed: int | None = None) -> dict:
+    """The one way a tuning stage is wired (``behaviorlm run`` and ``behaviorlm tune``): the model, exactly
+    ``samples`` as targets in the prompt format, ``aux`` general conversations, the validator, ``lm.tuning.tune``.
+    Returns what the manifest records, the targets read back from the encoded training set."""
+    from behaviorlm.data.chat import auxiliary_examples
+    from behaviorlm.lm.loading import load_model
+    from behaviorlm.lm.tuning import ranking_validator, tune
+
+    train = train or config.train
+    prompt_seed = train.seed if prompt_seed is None else prompt_seed
+    model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype,
+                                  trust_remote_code=config.model.trust_remote_code)
+    examples = training_examples(samples, data.candidates, config.prompt, data.split("train"), prompt_seed)
+    conversations = auxiliary_examples(aux, tokenizer, config.aux, train.seed) if aux else []
+    validator = None
+    if validate and train.eval_samples:  # keeps the best checkpoint by validation accuracy
+        validator = ranking_validator(tokenizer, data.split("valid"), data.candidates, n=train.eval_samples,
+                                      prompt_seed=prompt_seed, batch_size=config.eval.batch_size, seed=train.seed,
+                                      prompt=config.prompt)
+    log.info("tuning on %d behavior samples (%d %s chats) + %d conversations", len(samples), len(examples),
+             config.prompt.format, len(conversations))
+    result = tune(model, tokenizer, examples + conversations, out, config.lora, train, init_adapter=init_adapter,
+                  validate=validator, model_cfg=config.model)
+    aux_answers = sum(sum(m["role"] == "assistant" for m in c) for c in conversations)
+    targets = result.answers - aux_answers if conversations else result.answers
+    if targets < len(samples):
+        log.warning("%d of %d targets were cut by train.max_length %d", len(samples) - targets, len(samples),
+                    train.max_length)
+    return {
+        "adapter": str(result.adapter_dir), "behavior_samples": len(samples), "targets": targets,
+        "chats": len(examples), "aux_conversations": aux, "prompt_format": config.prompt.format,
+        "steps": result.steps, "tokens": result.tokens, "answers_trained": result.answers_trained,
+        "train_seconds": round(result.seconds, 1), "best_metric": result.best_metric,
+    }
 
 
 def aux_count(subset: str, n_samples: int, config: RunConfig) -> int:
