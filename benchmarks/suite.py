@@ -18,12 +18,15 @@ from pathlib import Path
 
 import torch
 
+from behaviorlm.data.types import PreparedData
 from benchmarks import machine, workload
 from benchmarks.workload import Sizes
 
-SECTIONS = ("machine", "threads", "train", "predict", "pipeline")
+SECTIONS = ("machine", "threads", "train", "predict", "formats", "pipeline")
 
 TARGETS = {
+    "packed_train_targets_per_s_ratio": 10.0,
+    "packed_eval_predictions_per_s_ratio": 3.0,
     "train_speedup_vs_reference": 1.5,
     "rank_speedup_vs_separate_forwards": 10.0,
     "rank_speedup_vs_generate": 3.0,
@@ -41,7 +44,7 @@ class Options:
     quick: bool = False
     model: str = "smollm2-135m"
     data: str | None = None
-    sections: tuple[str, ...] = ("machine", "threads", "train", "predict")
+    sections: tuple[str, ...] = ("machine", "threads", "train", "predict", "formats")
     pipeline_run: str | None = None
     pipeline_config: str | None = None
     pipeline_out: str | None = None
@@ -100,7 +103,7 @@ def run_suite(options: Options) -> dict:
     with tempfile.TemporaryDirectory(prefix="behaviorlm-bench-") as tmp:
         workdir = Path(tmp)
         folders = None
-        if {"train", "predict"} & set(options.sections):
+        if {"train", "predict", "formats"} & set(options.sections):
             log("data: " + (options.data or "preparing a small simulator dataset (history 10 and 20)"))
             folders = workload.dataset_folders(options.data, workdir / "data", sizes)
         report["data_seconds"] = time.perf_counter() - started
@@ -108,9 +111,11 @@ def run_suite(options: Options) -> dict:
             _timed_section(report, "train", lambda: _training(report, options, sizes, folders, workdir))
         if "predict" in options.sections:
             _timed_section(report, "predict", lambda: _prediction(report, options, sizes, folders))
+        if "formats" in options.sections:
+            _timed_section(report, "formats", lambda: _formats(report, options, sizes, folders, workdir))
     if "pipeline" in options.sections:
         _timed_section(report, "pipeline", lambda: _pipeline(report, options))
-    if {"train", "predict"} & set(options.sections):
+    if {"train", "predict", "formats"} & set(options.sections):
         log("machine limit, again")
         report["matmul"].append(machine.matmul_gflops(sizes.matmul_n, sizes.matmul_repeats, device=device))
     _limits(report, options)
@@ -143,6 +148,13 @@ def _limits(report: dict, options: Options) -> None:
         figures += [("train_fraction_of_peak", report["train_fraction_of_peak"], "of peak", "train"),
                     ("reference_train_fraction_of_peak", report["reference_train_fraction_of_peak"], "of peak",
                      "train")]
+    if "formats" in report:
+        for name, entry in report["formats"]["train"].items():
+            entry["fraction_of_peak"] = entry["train_flops"] / entry["seconds"] / (peak * 1e9)
+            figures.append((f"train_fraction_of_peak[{name}]", entry["fraction_of_peak"], "of peak", "formats"))
+        for name, entry in report["formats"]["eval"].items():
+            entry["fraction_of_peak"] = entry["flops"] / entry["seconds"] / (peak * 1e9)
+            figures.append((f"eval_fraction_of_peak[{name}]", entry["fraction_of_peak"], "of peak", "formats"))
     if "prediction" in report:
         ranker = report["prediction"]["ranker"]
         ranker["fraction_of_peak"] = ranker["flops"] / ranker["seconds"] / (peak * 1e9)
@@ -261,6 +273,33 @@ def _prediction(report: dict, options: Options, sizes: Sizes, folders) -> None:
         _figure(report, f"rank_samples_per_s_{count}_threads", entry["samples_per_s"], "samples/s", command)
     for batch, entry in sorted(result["batch_sizes"].items(), key=lambda item: int(item[0])):
         _figure(report, f"rank_samples_per_s_batch_{batch}", entry["samples_per_s"], "samples/s", command)
+
+
+def _formats(report: dict, options: Options, sizes: Sizes, folders, workdir: Path) -> None:
+    from benchmarks.formats import benchmark_formats
+
+    folder = next((f for f in folders if PreparedData(f).stats.settings.get("history_len") == 10), folders[0])
+    log(f"formats: paper vs packed ({sizes.segment_targets} targets a segment) on the same "
+        f"{sizes.format_train_samples} training and {sizes.format_eval_samples} test samples of {folder.name}, "
+        "each format in its own process")
+    result = benchmark_formats(options.model, folder, sizes.format_train_samples, sizes.format_eval_samples,
+                               sizes.segment_targets, sizes.train_batch_size, workdir / "formats", options.isolate)
+    report["formats"] = result
+    command = options.command("formats")
+    for name in ("packed_train_targets_per_s_ratio", "packed_eval_predictions_per_s_ratio"):
+        report[name] = result[name]
+        _figure(report, name, result[name], "x", command)
+    for name in ("paper", "packed"):
+        train, evaluation = result["train"][name], result["eval"][name]
+        for figure, value, unit in [
+            (f"train_targets_per_s[{name}]", train["targets_per_s"], "targets/s"),
+            (f"train_tokens_per_target[{name}]", train["tokens"] / train["targets"], "tokens"),
+            (f"train_peak_rss_gb[{name}]", train["peak_rss_bytes"] / 1e9, "GB"),
+            (f"eval_predictions_per_s[{name}]", evaluation["predictions_per_s"], "predictions/s"),
+            (f"eval_tokens_per_prediction[{name}]", evaluation["tokens"] / evaluation["predictions"], "tokens"),
+            (f"eval_peak_rss_gb[{name}]", evaluation["peak_rss_bytes"] / 1e9, "GB"),
+        ]:
+            _figure(report, figure, value, unit, command)
 
 
 def _pipeline(report: dict, options: Options) -> None:

@@ -111,14 +111,14 @@ def run_trainer(trainer: str, model_name: str, examples: list, lora: LoraConfig,
 
 
 def benchmark_training(model_name: str, examples: list, lora: LoraConfig, train: TrainConfig, workdir: Path,
-                       isolate: bool = True) -> dict:
-    """Both trainers, each in its own process (``isolate``) or, for tests, in this one (RSS is then shared)."""
+                       isolate: bool = True, trainers: tuple[str, ...] = TRAINERS) -> dict:
+    """The trainers, each in its own process (``isolate``) or, for tests, in this one (RSS is then shared)."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec = {"model": model_name, "examples": examples, "lora": lora.model_dump(),
             "train": train.model_dump(mode="json")}
     (workdir / "spec.json").write_text(json.dumps(spec))
     results = {}
-    for trainer in TRAINERS:
+    for trainer in trainers:
         if isolate:
             results[trainer] = _child(trainer, workdir)
         else:

@@ -41,6 +41,11 @@ class Sizes:
     """Also time the ranker on a dynamic-int8 copy of the model (CPU only)."""
     sim_users: int = 60
     sim_days: int = 7
+    format_train_samples: int = 96
+    """Paper vs packed: consecutive training samples trained as targets in each format."""
+    format_eval_samples: int = 96
+    """Paper vs packed: consecutive test samples ranked in each format."""
+    segment_targets: int = 48
 
     @property
     def train_steps(self) -> int:
@@ -52,7 +57,8 @@ class Sizes:
 
 
 QUICK = Sizes(train_samples=16, train_batch_size=4, predict_samples=6, separate_samples=2, generate_samples=6,
-              matmul_n=3072, thread_counts=(), rank_batch_sizes=(), sim_users=40, sim_days=5)
+              matmul_n=3072, thread_counts=(), rank_batch_sizes=(), sim_users=40, sim_days=5,
+              format_train_samples=48, format_eval_samples=48)
 FULL = Sizes()
 
 

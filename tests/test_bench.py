@@ -15,7 +15,8 @@ from behaviorlm.bench import benchmarks_module
 from behaviorlm.cli import main
 
 REQUIRED = ("peak_gflops", "train_speedup_vs_reference", "train_fraction_of_peak", "rank_speedup_vs_separate_forwards",
-            "rank_speedup_vs_generate", "rank_fraction_of_peak")
+            "rank_speedup_vs_generate", "rank_fraction_of_peak", "packed_train_targets_per_s_ratio",
+            "packed_eval_predictions_per_s_ratio")
 
 
 def positive(value) -> bool:
@@ -28,9 +29,10 @@ def report(prepared_dir):
     workload = benchmarks_module("workload")
     sizes = workload.Sizes(train_samples=4, train_batch_size=2, predict_samples=2, separate_samples=1,
                            generate_samples=1, predict_batch_size=2, matmul_n=256, matmul_repeats=2,
-                           thread_counts=(1,), rank_batch_sizes=(1,))
+                           thread_counts=(1,), rank_batch_sizes=(1,), format_train_samples=12,
+                           format_eval_samples=12, segment_targets=6)
     options = suite.Options(model="tiny", data=str(prepared_dir), sizes=sizes, isolate=False,
-                            sections=("machine", "train", "predict"))
+                            sections=("machine", "train", "predict", "formats"))
     return suite.run_suite(options)
 
 
@@ -47,6 +49,20 @@ def test_every_figure_names_the_command_that_reproduces_it(report):
         assert figure["command"].startswith("behaviorlm bench --model tiny --data "), figure
         assert "--only" in figure["command"]
     assert json.loads(json.dumps(report)) == report  # plain JSON
+
+
+def test_formats_are_compared_on_the_same_targets(report):
+    formats = report["formats"]
+    paper, packed = formats["train"]["paper"], formats["train"]["packed"]
+    assert paper["targets"] == packed["targets"] == 12
+    assert paper["chats"] == 12 and packed["chats"] == 2  # 12 consecutive samples of one user, 6 a segment
+    assert packed["tokens"] < paper["tokens"] / 3  # instruction and candidates read once a segment
+    for name in ("paper", "packed"):
+        assert formats["eval"][name]["predictions"] == 12
+        assert positive(formats["eval"][name]["predictions_per_s"])
+        assert formats["eval"]["packed"]["tokens"] < formats["eval"]["paper"]["tokens"]
+    assert positive(report["packed_train_targets_per_s_ratio"])
+    assert positive(report["packed_eval_predictions_per_s_ratio"])
 
 
 def test_training_compares_both_trainers_on_the_same_work(report):

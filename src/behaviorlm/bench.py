@@ -13,7 +13,7 @@ from pathlib import Path
 
 from behaviorlm.errors import InputError
 
-SECTIONS = ("machine", "threads", "train", "predict", "pipeline")
+SECTIONS = ("machine", "threads", "train", "predict", "formats", "pipeline")
 
 
 def benchmarks_module(name: str = "suite"):
@@ -52,7 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     suite = benchmarks_module("suite")
-    sections = tuple(args.only or ("machine", "threads", "train", "predict"))
+    sections = tuple(args.only or ("machine", "threads", "train", "predict", "formats"))
     if args.pipeline or args.pipeline_config:
         sections = tuple(dict.fromkeys(sections + ("pipeline",)))
     elif "pipeline" in sections:
