@@ -6,9 +6,10 @@ and the candidate set; the answer is the next behavior. The model code adds the 
 the system turn carries the role and task, the user turn the instruction, the assistant turn the answer.
 
 The packed format (``render_segment``) renders a stretch of one user's log as one conversation: the system turn
-carries the role and task, the first user turn the instruction and the candidate set, then one turn pair per event:
-the user turn holds the event's day, hour and place (the paper's next-intent-info), the assistant turn its behavior.
-The instruction and candidates are read once for the whole stretch, and every assistant turn can be a target.
+carries the role and task, the first user turn the instruction, the candidate set and the first target's history,
+then one turn pair per event: the user turn holds the event's day, hour and place (the paper's next-intent-info), the
+assistant turn its behavior. The instruction, history and candidates are read once for the whole stretch, and every
+assistant turn can be a target.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ FORMATS = (
 )
 
 PACKED_INSTRUCTION = (
-    "I will tell you, one at a time, the day of the week, the hour and the place of each of this user's behaviors. "
-    "Answer each with the behavior the user did there, chosen from the following behavior candidate set: "
-    "{candidates}. The first one is: {context}"
+    "Choose each answer from the following behavior candidate set: {candidates}. "
+    "This user has done behaviors {history} in the previous. "
+    "I will tell you, one at a time, the day of the week, the hour and the place of each of this user's next "
+    "behaviors; answer each with the behavior the user did. The first one is: {context}"
 )
+"""The candidate set comes first, so every packed conversation of a call starts with the same tokens (system turn,
+instruction, candidates): a scorer encodes them once for all (``CandidateRanker``)."""
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -120,17 +124,21 @@ def render_segment(
 ) -> list[dict]:
     """A stretch of one user's events as a packed conversation (see module docstring).
 
-    Assistant turns whose event index is not in ``targets`` carry ``"target": False`` when
-    ``learn_only_targets``: they are history, neither trained on nor scored (``lm.ranking.ChatFormat``).
+    The events before the first target are its history, written once in the first user turn as the paper's
+    "(day, hour, place, behavior)" items; every event from the first target on is a turn pair. Assistant turns whose
+    event index is not in ``targets`` carry ``"target": False`` when ``learn_only_targets``: they are history, neither
+    trained on nor scored (``lm.ranking.ChatFormat``). A segment with one target is the paper's prompt, reworded.
     """
     wanted = set(targets)
+    first = min(wanted, default=0)
+    history = ", ".join(event_text(e) for e in events[:first]) or "nothing"
     messages: list[dict] = [{"role": "system", "content": f"{ROLE} {TASK}"}]
-    for i, event in enumerate(events):
-        context = packed_context_text(event)
-        if i == 0:
-            context = PACKED_INSTRUCTION.format(candidates=", ".join(candidates), context=context)
+    for i in range(first, len(events)):
+        context = packed_context_text(events[i])
+        if i == first:
+            context = PACKED_INSTRUCTION.format(history=history, candidates=", ".join(candidates), context=context)
         messages.append({"role": "user", "content": context})
-        turn = {"role": "assistant", "content": event.behavior}
+        turn = {"role": "assistant", "content": events[i].behavior}
         if learn_only_targets and i not in wanted:
             turn["target"] = False
         messages.append(turn)

@@ -16,7 +16,7 @@ from behaviorlm.data.types import Event, Sample
 from behaviorlm.lm.formats import rank_samples, training_examples
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
 from behaviorlm.lm.tuning import AnswerCollator, encode_examples, label_positions
-from behaviorlm.prompts import Prompt, render_sample, render_segment
+from behaviorlm.prompts import Prompt, event_text, render_sample, render_segment
 
 PLACES = list(PLACE_TO_BEHAVIOR)
 
@@ -26,14 +26,16 @@ def events(n: int, shift: int = 0) -> list[Event]:
                   PLACE_TO_BEHAVIOR[PLACES[(i * 3 + shift) % 4]]) for i in range(n)]
 
 
-def cut_at(conversation: list[dict], turn: int) -> list[dict]:
-    """The conversation up to (and with the generation prompt of) assistant turn number ``turn``."""
-    return conversation[: 2 + 2 * turn]
+def turn_of(conversation: list[dict], targets, event: int) -> int:
+    """The message index of an event's assistant turn (events before the first target are written as history)."""
+    assistant = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+    return assistant[event - min(targets)]
 
 
 def separate_scores(model, tokenizer, conversation: list[dict], turn: int) -> np.ndarray:
+    """Scores of the candidates after the conversation cut before message ``turn`` (an assistant turn)."""
     fmt = ChatFormat(tokenizer)
-    prefix = fmt.encode(cut_at(conversation, turn), generation_prompt=True)[0]
+    prefix = fmt.encode(conversation[:turn], generation_prompt=True)[0]
     out = []
     for candidate in BEHAVIORS:
         answer = fmt.answer_ids(candidate)
@@ -52,7 +54,8 @@ def test_packed_scores_equal_separate_forwards_of_the_cut_conversations(tiny, ba
     scores = ranker.score_segments(conversations, BEHAVIORS)  # several passes and batches when max_block is small
     for (_, targets), conversation, got in zip(segments, conversations, scores):
         assert got.shape == (len(targets), len(BEHAVIORS))
-        for row, turn in zip(got, targets):
+        for row, event in zip(got, targets):
+            turn = turn_of(conversation, targets, event)
             np.testing.assert_allclose(row, separate_scores(model, tokenizer, conversation, turn), atol=1e-4)
 
 
@@ -78,8 +81,8 @@ def test_packed_loss_equals_the_sum_of_the_cut_conversations_losses(tiny):
     targets = (2, 3, 6, 7)
     conversation = render_segment(events(8), BEHAVIORS, targets)
     separate = []
-    for turn in targets:  # the conversation up to and with target `turn`, the only turn learned
-        cut = [dict(m) for m in conversation[: 3 + 2 * turn]]
+    for event in targets:  # the conversation up to and with this target, the only turn learned
+        cut = [dict(m) for m in conversation[: turn_of(conversation, targets, event) + 1]]
         for message in cut[:-1]:
             if message["role"] == "assistant":
                 message["target"] = False
@@ -91,12 +94,16 @@ def test_packed_loss_equals_the_sum_of_the_cut_conversations_losses(tiny):
 
 def test_only_target_turns_are_learned(tiny):
     _, tokenizer = tiny
-    conversation = render_segment(events(6), BEHAVIORS, targets=(3, 5))
+    log = events(6)
+    conversation = render_segment(log, BEHAVIORS, targets=(3, 5))
     [item] = encode_examples(tokenizer, [conversation], 4096)
     learned = tokenizer.decode([t for t in item["labels"] if t != -100])
     eos = tokenizer.eos_token
-    assert learned == f"{conversation[8]['content']}{eos}{conversation[12]['content']}{eos}"
-    assert conversation[1]["content"].count(BEHAVIORS[0]) == 1  # the candidate set is read once, up front
+    assert learned == f"{log[3].behavior}{eos}{log[5].behavior}{eos}"
+    assert len(conversation) == 1 + 2 * 3  # system, then events 3, 4 and 5 as turn pairs
+    first_turn = conversation[1]["content"]
+    assert all(event_text(e) in first_turn for e in log[:3])  # the first target's history, written once
+    assert first_turn.count("Sleep,") == 1  # the candidate set is read once, up front
 
 
 def split_samples(user: str, n: int, history: int = 3, shift: int = 0) -> list[Sample]:
