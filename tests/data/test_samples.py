@@ -18,7 +18,8 @@ from behaviorlm.data.samples import (
     split_users,
     window_index,
 )
-from behaviorlm.data.types import BehaviorInfo, Event, PreparedData, Sample, Stats, read_samples, samples_to_frame
+from behaviorlm.data.types import (BehaviorInfo, Event, PreparedData, Sample, Stats, read_samples, samples_to_frame,
+                                   stretches)
 
 
 def test_windows_use_full_histories_only(tiny_events):
@@ -158,4 +159,11 @@ def test_evaluation_samples_cap_the_balanced_set_per_behavior_and_the_test_split
     assert len(subset) == 20 and set(subset) <= set(data.split("test"))
     assert subset == data.evaluation_samples("test", limit=20, per_behavior=1)  # seeded; per_behavior: balanced only
     assert len({s.user_id for s in subset}) == 20
+
+    event = Event(datetime(2024, 1, 1), "home", "A")
+    logs = [Sample(f"{u}:{i}", u, (event,), event) for u, n in (("u1", 60), ("u2", 30), ("u3", 10)) for i in range(n)]
+    picked = stretches(logs, 20, seed="test:20")
+    by_user = {u: [int(s.sample_id.split(":")[1]) for s in picked if s.user_id == u] for u in ("u1", "u2", "u3")}
+    assert [len(p) for p in by_user.values()] == [12, 6, 2]  # every user in proportion
+    assert all(p == list(range(p[0], p[0] + len(p))) for p in by_user.values())  # consecutive samples
     assert data.evaluation_samples("test", limit=500) == data.evaluation_samples("test") == data.split("test")

@@ -174,8 +174,9 @@ class PreparedData:
 
         The balanced test set (long-tail protocol) takes ``per_behavior``: at most that many samples of every
         behavior, tail behaviors included, each behavior's chosen by its own seed (so a larger cap keeps the smaller
-        cap's samples), listed behaviors in turn (round robin). Other splits take ``limit``: a seeded random subset,
-        which keeps the natural distribution over many users. None = all samples.
+        cap's samples), listed behaviors in turn (round robin). Other splits take ``limit`` samples as stretches
+        (``stretches``): the natural distribution over every user, cheap to score in the packed format.
+        None = all samples.
         """
         samples = self.split(name)
         if name == "balanced_test":
@@ -189,12 +190,35 @@ class PreparedData:
             return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
         if limit is None or limit >= len(samples):
             return samples
-        return random.Random(f"{name}:{limit}").sample(samples, limit)
+        return stretches(samples, limit, seed=f"{name}:{limit}")
 
     @property
     def candidates(self) -> list[str]:
         """The candidate set shown in every prompt: all behaviors, in a fixed order."""
         return sorted(self.stats.names)
+
+
+def stretches(samples: list[Sample], limit: int, seed: str) -> list[Sample]:
+    """``limit`` samples: of each user, one stretch of consecutive samples (in split order) at a seeded random
+    offset, as long as the user's share of ``samples`` allows (largest remainders, ties in seeded random order).
+
+    Every user keeps its weight, so the subset keeps the natural distribution, and a stretch of one user's
+    consecutive samples is one packed segment instead of many."""
+    by_user: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_user.setdefault(sample.user_id, []).append(sample)
+    rng = random.Random(seed)
+    users = sorted(by_user)
+    rng.shuffle(users)
+    exact = {u: limit * len(by_user[u]) / len(samples) for u in users}
+    quota = {u: int(exact[u]) for u in users}
+    for u in sorted(users, key=lambda u: exact[u] - quota[u], reverse=True)[: limit - sum(quota.values())]:
+        quota[u] += 1
+    out: list[Sample] = []
+    for u in sorted(users):
+        start = rng.randrange(len(by_user[u]) - quota[u] + 1)
+        out += by_user[u][start: start + quota[u]]
+    return out
 
 
 def write_json_atomic(obj, path: Path) -> None:
