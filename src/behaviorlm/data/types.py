@@ -156,17 +156,33 @@ class PreparedData:
     """A prepared dataset folder (see module docstring)."""
 
     def __init__(self, root: str | Path):
+        """Reads stats.json and checks the footer of every split file present, so a damaged dataset fails here,
+        before any model is loaded (a missing split fails when it is read)."""
         self.root = Path(root)
         if not (self.root / "stats.json").is_file():
             raise InputError("not a prepared dataset (no stats.json); run `behaviorlm prepare` first", file=str(self.root))
-        self.stats = Stats.from_json(json.loads((self.root / "stats.json").read_text()))
+        self.stats = read_stats(self.root / "stats.json")
+        for name in SPLITS:
+            path = self.root / f"{name}.parquet"
+            if path.is_file():
+                try:
+                    pq.read_metadata(path)
+                except Exception as exc:  # pyarrow raises several types for damaged files
+                    raise _damaged(path, exc) from None
         self._cache: dict[str, list[Sample]] = {}
 
     def split(self, name: str) -> list[Sample]:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
         if name not in self._cache:
-            self._cache[name] = read_samples(self.root / f"{name}.parquet")
+            path = self.root / f"{name}.parquet"
+            if not path.is_file():
+                raise InputError("split missing from the prepared dataset; run `behaviorlm prepare` again",
+                                 file=str(path))
+            try:
+                self._cache[name] = read_samples(path)
+            except Exception as exc:
+                raise _damaged(path, exc) from None
         return self._cache[name]
 
     def evaluation_samples(self, name: str, limit: int | None = None, per_behavior: int | None = None) -> list[Sample]:
@@ -219,6 +235,31 @@ def stretches(samples: list[Sample], limit: int, seed: str) -> list[Sample]:
         start = rng.randrange(len(by_user[u]) - quota[u] + 1)
         out += by_user[u][start: start + quota[u]]
     return out
+
+
+def _damaged(path: Path, exc: Exception) -> InputError:
+    reason = (str(exc).strip().splitlines() or [""])[0][:120] or type(exc).__name__
+    return InputError(f"not a readable sample file ({reason}); run `behaviorlm prepare` again", file=str(path))
+
+
+def read_stats(path: Path) -> Stats:
+    """A prepared dataset's stats.json; a damaged or foreign file is an InputError naming it."""
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid JSON (not UTF-8 at byte {exc.start}); run `behaviorlm prepare` again",
+                         file=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); run `behaviorlm "
+                         "prepare` again", file=str(path)) from None
+    try:
+        stats = Stats.from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"not a prepared dataset's statistics ({type(exc).__name__}: {str(exc)[:80]}); "
+                         "run `behaviorlm prepare` again", file=str(path)) from None
+    if not stats.behaviors or not all(isinstance(b.name, str) and b.name for b in stats.behaviors):
+        raise InputError("lists no behaviors, or one without a name; run `behaviorlm prepare` again", file=str(path))
+    return stats
 
 
 def write_json_atomic(obj, path: Path) -> None:

@@ -148,14 +148,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; "
                         "predictions may differ slightly (`behaviorlm bench` measures both)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="let the model run Python code that comes "
+                        "with it; a config's model.trust_remote_code is refused without this flag")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set eval.batch_size=4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from behaviorlm.config import load_config
+    from behaviorlm.config import allowed_remote_code, load_config
+    from behaviorlm.errors import check_destination
     from behaviorlm.lm.loading import for_inference, load_model
 
+    check_destination(args.out, directory=True)
     overrides = list(args.set)
     for key, value in (("model.name", args.model), ("eval.limit", args.limit),
                        ("eval.per_behavior", args.per_behavior), ("eval.mode", args.mode),
@@ -170,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
     data = PreparedData(args.data)
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
+    trusted = allowed_remote_code(config.model, args.trust_remote_code, args.config)
     model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype, adapter=args.adapter,
-                                  trust_remote_code=config.model.trust_remote_code)
+                                  trust_remote_code=trusted)
     model = for_inference(model, int8=args.int8)
     out = Path(args.out)
     info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,

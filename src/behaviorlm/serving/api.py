@@ -145,7 +145,8 @@ class Predictor:
 
     @classmethod
     def from_run(cls, path: str | Path, model_name: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, int8: bool = False) -> Predictor:
+                 batch_size: int | None = None, int8: bool = False, *, trust_remote_code: bool = False,
+                 base_model: str | None = None, adapter: str | Path | None = None) -> Predictor:
         """Load a run folder or a prepared dataset folder.
 
         Run folder (``RUN/config.yaml``, ``RUN/data/stats.json``, ``RUN/<model>/model.json``): ``model_name``
@@ -154,10 +155,15 @@ class Predictor:
         ``model_name`` (default the embedded SmolLM2) predicts zero-shot. A LoRA adapter is merged into the
         weights once loaded, since serving never trains; ``int8`` quantizes the linear layers (CPU only,
         ``lm.loading.for_inference``).
+
+        A run folder is not trusted (see :func:`resolve_run`): the model's own code runs only with
+        ``trust_remote_code`` (the command line's ``--trust-remote-code``), and the paths it names must lie
+        inside it; ``base_model`` and ``adapter`` (the command line's) replace the ones it names.
         """
         from behaviorlm.lm.loading import for_inference, load_model
 
-        stats, history_len, source, default_batch = resolve_run(Path(path), model_name)
+        stats, history_len, source, default_batch = resolve_run(
+            Path(path), model_name, trust_remote_code=trust_remote_code, base_model=base_model, adapter=adapter)
         model, tokenizer = load_model(
             source.base_model,
             device=device,
@@ -225,6 +231,10 @@ class Predictor:
                 )
         return render(history, next_time, next_place, self.candidates, format_id=SERVING_FORMAT_ID)
 
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """Tokens of a prompt's text (system and user turns, without the chat template's few markers)."""
+        return len(self.tokenizer(f"{prompt.system}\n{prompt.user}", add_special_tokens=False)["input_ids"])
+
     def check_k(self, k: int, loc: tuple[str | int, ...] = ("k",)) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.candidates):
             raise PredictionInputError(f"k must be an integer from 1 to {len(self.candidates)}, got {k!r}", loc)
@@ -249,34 +259,69 @@ class Predictor:
         return self.rank(prompts, k)
 
 
-def resolve_run(root: Path, model_name: str | None) -> tuple[Stats, int, ModelSource, int]:
-    """(behavior stats, history length, model to load, batch size) for a run or prepared dataset folder."""
-    from behaviorlm.config import RunConfig, load_config
+def resolve_run(root: Path, model_name: str | None, *, trust_remote_code: bool = False, base_model: str | None = None,
+                adapter: str | Path | None = None) -> tuple[Stats, int, ModelSource, int]:
+    """(behavior stats, history length, model to load, batch size) for a run or prepared dataset folder.
+
+    What a run folder says is not trusted: its ``model.trust_remote_code`` is refused unless ``trust_remote_code``
+    (the command line) allows it, and an adapter or base-model folder it names must lie inside it (a copied or
+    downloaded run cannot point the loader at files elsewhere on the machine). ``base_model`` and ``adapter``
+    come from the command line and replace the run's own, unchecked.
+    """
+    from behaviorlm.config import RunConfig, allowed_remote_code, load_config
 
     if (root / "stats.json").is_file():
         stats = PreparedData(root).stats
-        base = model_name or DEFAULT_BASE_MODEL
+        base = base_model or model_name or DEFAULT_BASE_MODEL
         history_len = int(stats.settings.get("history_len", DEFAULT_HISTORY_LEN))
-        return stats, history_len, ModelSource(f"{base} (zero-shot)", base), 8
+        source = ModelSource(f"{base} (zero-shot)", base, Path(adapter) if adapter else None,
+                             trust_remote_code=trust_remote_code)
+        return stats, history_len, source, 8
     if not (root / "data" / "stats.json").is_file():
         raise InputError(
             "not a run folder (no data/stats.json) nor a prepared dataset (no stats.json); "
             "run `behaviorlm run` or `behaviorlm prepare` first",
             file=str(root),
         )
-    config = load_config(root / "config.yaml") if (root / "config.yaml").is_file() else RunConfig()
+    config_path = root / "config.yaml"
+    config = load_config(config_path) if config_path.is_file() else RunConfig()
+    settings = dict(dtype=config.model.dtype,
+                    trust_remote_code=allowed_remote_code(config.model, trust_remote_code, config_path))
     stats = PreparedData(root / "data").stats
-    settings = dict(dtype=config.model.dtype, trust_remote_code=config.model.trust_remote_code)
     model_dir = choose_model(root, model_name)
     if model_dir is None:
-        source = ModelSource(f"{config.model.name} (zero-shot)", config.model.name, **settings)
+        base = base_model or inside_run(root, config.model.name, "model.name", config_path, "--base-model")
+        label = f"{base} (zero-shot)"
+        run_adapter = None
     else:
+        info_path = model_dir / "model.json"
         info = read_model_json(model_dir)
-        adapter = root / info["adapter"] if info.get("adapter") else None
-        if adapter is not None and not adapter.exists():
-            raise InputError(f"adapter {info['adapter']!r} is missing", file=str(model_dir / "model.json"))
-        source = ModelSource(model_dir.name, str(info["base_model"]), adapter, **settings)
+        base = base_model or inside_run(root, str(info["base_model"]), "base_model", info_path, "--base-model")
+        label = model_dir.name
+        run_adapter = None
+        if info.get("adapter") and adapter is None:
+            run_adapter = Path(inside_run(root, str(info["adapter"]), "adapter", info_path, "--adapter",
+                                          always_path=True))
+            if not run_adapter.exists():
+                raise InputError(f"adapter {info['adapter']!r} is missing", file=str(info_path))
+    source = ModelSource(label, base, Path(adapter) if adapter else run_adapter, **settings)
     return stats, config.data.history_len, source, config.eval.batch_size
+
+
+def inside_run(root: Path, name: str, key: str, named_in: Path, option: str, always_path: bool = False) -> str:
+    """``name`` if it is no local path (a hub id, the embedded model) or a path inside ``root``; else InputError.
+
+    ``always_path``: ``name`` is a path relative to ``root`` (or absolute), returned joined to it. Otherwise it
+    is a model name, a local path when a folder of that name exists (that is how the loader takes it) or when it
+    looks like one (absolute, ~, ./ or ../). Symbolic links and ``..`` are resolved before the check.
+    """
+    path = root / Path(name).expanduser() if always_path else Path(name).expanduser()
+    if not (always_path or path.is_dir() or name.startswith(("/", "~", "./", "../"))):
+        return name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise InputError(f"{key} {name!r} lies outside the run folder; a run may only name files inside itself "
+                         f"(pass {option} to load it anyway)", file=str(named_in))
+    return str(path) if always_path else name
 
 
 def read_model_json(model_dir: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from behaviorlm.config import DataConfig
 from behaviorlm.data.types import Event
-from behaviorlm.errors import InputError
+from behaviorlm.errors import InputError, check_destination
 
 if TYPE_CHECKING:
     from behaviorlm.serving.api import Predictor
@@ -46,6 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behavior-col", default=None, help="behavior column (generic format)")
     parser.add_argument("--location-col", default=None, help="location column (generic format)")
     parser.add_argument("--time-format", default=None, help="strftime format of the timestamps, or 'unix' (default: inferred)")
+    parser.add_argument("--dayfirst", action=argparse.BooleanOptionalAction, default=None, help="numeric dates with the year last: --dayfirst reads 06/05/2024 as 6 May, --no-dayfirst as June 5 (default: the run's data.dayfirst; dates that could be read either way are refused)")
     parser.add_argument("--app-categories", default=None, help="Tsinghua format: path to App2Category.txt")
     parser.add_argument("--at", default=None, help="predict for this time (ISO 8601) for every user instead of at each user's last event (users whose last event is later keep their own time)")
     parser.add_argument("--chunk-users", type=int, default=64, help="users ranked per model call batch (bounds memory)")
@@ -53,6 +54,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice); 1 is faster when other jobs share the cores")
+    add_trust_options(parser)
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    """What a run folder cannot decide for itself (shared by predict and serve)."""
+    parser.add_argument("--trust-remote-code", action="store_true", help="let the model run Python code that comes with it (a Hugging Face model with custom code); a run folder's model.trust_remote_code is refused without this flag")
+    parser.add_argument("--base-model", default=None, help="load this base model (name or folder) instead of the one the run names; needed when the run names a folder outside itself")
+    parser.add_argument("--adapter", default=None, help="load this PEFT adapter folder instead of the one the run's model.json names; needed when that lies outside the run folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"unsupported output type {out.suffix or '(none)'!r}; use .jsonl or .csv", file=str(out))
+    check_destination(out)
     if args.k < 1:
         raise InputError(f"--k must be at least 1, got {args.k}")
     for name in ("chunk_users", "batch_size", "threads"):
@@ -76,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     config = data_config(args)
     events = read_events(config)  # before loading the model: bad input fails fast
     set_threads(args.threads)
-    predictor = Predictor.from_run(args.run, args.model, args.device, batch_size=args.batch_size, int8=args.int8)
+    predictor = Predictor.from_run(args.run, args.model, args.device, batch_size=args.batch_size, int8=args.int8,
+                                   trust_remote_code=args.trust_remote_code, base_model=args.base_model,
+                                   adapter=args.adapter)
     check_behaviors(events, predictor, config)
     if args.k > len(predictor.candidates):
         raise InputError(f"--k must be at most the number of behaviors ({len(predictor.candidates)}), got {args.k}")
@@ -87,14 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The importer settings: the run's data section (if RUN/config.yaml exists), overridden by the options."""
-    from behaviorlm.config import load_config
+    from behaviorlm.config import allowed_remote_code, load_config
 
     run_config = Path(args.run) / "config.yaml"
-    base = load_config(run_config).data if run_config.is_file() else DataConfig()
+    base = DataConfig()
+    if run_config.is_file():
+        loaded = load_config(run_config)
+        allowed_remote_code(loaded.model, args.trust_remote_code, run_config)  # refused before any work
+        base = loaded.data
     overrides = {
         "format": args.format, "user_col": args.user_col, "time_col": args.time_col,
         "behavior_col": args.behavior_col, "location_col": args.location_col, "time_format": args.time_format,
-        "app_categories": args.app_categories,
+        "app_categories": args.app_categories, "dayfirst": args.dayfirst,
     }
     settings = {k: v for k, v in base.model_dump().items() if k in base.model_fields_set}
     settings.update({k: v for k, v in overrides.items() if v is not None})
