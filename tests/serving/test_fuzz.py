@@ -128,3 +128,85 @@ def test_valid_bodies_from_the_same_generator_succeed(client):
         response = client.post("/predict", json=body)
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == body.get("k", 5)
+
+
+# --- the same bodies against a running server, with /health watched throughout -----------------------------
+
+LIVE_CASES = 520
+LIVE_CLIENTS = 3
+HEALTH_LIMIT_S = 1.0
+
+
+def live_body(rng: random.Random) -> tuple[str, bytes]:
+    """A path and body: mostly malformed (every kind above), some valid, some valid with places as long as allowed."""
+    roll = rng.random()
+    if roll < 0.15:
+        return "/predict", json.dumps(valid_body(rng)).encode()
+    if roll < 0.2:
+        body = valid_body(rng)
+        for event in body["events"]:
+            event["place"] = rng.choice(["x" * 200, "station " * 25, "🙂" * 200])
+        return "/predict", json.dumps(body).encode()  # over the token budget or not: either way bounded
+    raw = malformed(rng)
+    if rng.random() < 0.3:
+        try:
+            return "/predict/batch", json.dumps({"requests": [json.loads(raw)] * rng.randint(1, 4)}).encode()
+        except ValueError:
+            pass
+    return "/predict", raw
+
+
+def test_fuzz_a_running_server_no_5xx_and_health_stays_fast(predictor):
+    import threading
+    import time
+    from collections import Counter
+
+    import httpx
+
+    from serving_helpers import running_server
+
+    settings = ServerSettings(max_events=12, max_batch=4, max_body_bytes=6_000)
+    rng = random.Random(SEED + 1)
+    cases = [live_body(rng) for _ in range(LIVE_CASES)]
+    statuses: Counter = Counter()
+    failures: list = []
+    health_seconds: list[float] = []
+    done = threading.Event()
+
+    with running_server(create_app(predictor, settings)) as url:
+        def watch_health():
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    response = http.get("/health")
+                    health_seconds.append(time.perf_counter() - started)
+                    assert response.status_code == 200
+                    time.sleep(0.05)
+
+        def send(part: list[tuple[str, bytes]]):
+            with httpx.Client(base_url=url, timeout=30, headers={"content-type": "application/json"}) as http:
+                for path, raw in part:
+                    response = http.post(path, content=raw)
+                    statuses[response.status_code] += 1
+                    if response.status_code >= 500 or not response.json().get("error" if response.status_code >= 400
+                                                                                else "model"):
+                        failures.append((path, raw[:200], response.status_code, response.text[:200]))
+
+        watcher = threading.Thread(target=watch_health)
+        watcher.start()
+        clients = [threading.Thread(target=send, args=(cases[i::LIVE_CLIENTS],)) for i in range(LIVE_CLIENTS)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(300)
+        done.set()
+        watcher.join(30)
+
+    by_class = Counter(f"{status // 100}xx" for status in statuses.elements())
+    print(f"\nserver fuzz: {sum(statuses.values())} bodies, {dict(sorted(by_class.items()))}, "
+          f"by status {dict(sorted(statuses.items()))}; /health {len(health_seconds)} polls, "
+          f"slowest {max(health_seconds):.3f} s")
+    assert sum(statuses.values()) == LIVE_CASES >= 500
+    assert not failures, failures[:3]
+    assert by_class["5xx"] == 0 and by_class["2xx"] > 0 and {422, 413} <= set(statuses)
+    assert len(health_seconds) >= 5 and max(health_seconds) < HEALTH_LIMIT_S

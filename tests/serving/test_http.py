@@ -217,3 +217,146 @@ def test_serving_threads_leave_a_core_for_the_event_loop(monkeypatch):
     assert serving_threads("cpu") == 1
     monkeypatch.setattr("behaviorlm.lm.loading.pick_device", lambda device: __import__("torch").device("cuda", 0))
     assert serving_threads("auto") is None
+
+
+# --- bounded work ---------------------------------------------------------------------------------------
+
+
+class GatedPredictor:
+    """The tiny predictor whose model calls wait for ``gate``: a model that is busy for as long as a test needs."""
+
+    def __init__(self, inner, hold_s: float = 10.0):
+        self.inner = inner
+        self.hold_s = hold_s
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def rank(self, prompts, k):
+        self.calls.append(len(prompts))
+        self.entered.set()
+        self.gate.wait(self.hold_s)
+        return self.inner.rank(prompts, k)
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+LONG_PLACE = "Shinjuku station, south exit, second floor, next to the ticket gates " * 3  # ~200 characters
+
+
+def test_prompt_token_budget_refuses_long_places_and_says_so(client, predictor):
+    budget = client.get("/health").json()["limits"]["max_prompt_tokens"]
+    assert budget > predictor.prompt_tokens(predictor.prompt_for(events(10)))  # ordinary requests fit easily
+    long = [dict(e, place=LONG_PLACE[:200]) for e in events(6)]
+    response = client.post("/predict", json={"events": long})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error.startswith("body: the prompt would take ") and f"budget of {budget} per prompt" in error
+    batch = client.post("/predict/batch", json={"requests": [{"events": events(3)}, {"events": long}]})
+    assert batch.status_code == 422 and batch.json()["error"].startswith("body.requests[1]: the prompt would take")
+    assert client.post("/predict", json={"events": [dict(ONE, place="p" * 201)]}).json()["error"].startswith(
+        "body.events[0].place: String should have at most 200 characters")
+
+
+def test_the_longest_valid_request_is_answered_quickly(predictor):
+    """Places as long as the budget allows, on every event, and the most events: still one prompt of bounded size."""
+    import time
+
+    settings = ServerSettings(max_events=10, max_batch=4, max_body_bytes=64_000)
+    with TestClient(create_app(predictor, settings)) as c:
+        budget = c.get("/health").json()["limits"]["max_prompt_tokens"]
+        place = ""
+        for word in LONG_PLACE.split():  # the longest place whose prompt still fits
+            trial = f"{place} {word}".strip()
+            evs = [dict(e, place=trial) for e in events(10)]
+            if predictor.prompt_tokens(predictor.prompt_for(evs)) > budget:
+                break
+            place = trial
+        evs = [dict(e, place=place) for e in events(10)]
+        started = time.perf_counter()
+        response = c.post("/predict/batch", json={"requests": [{"events": evs, "next": {"time": "2024-05-07T09:00",
+                                                                                      "place": place}}] * 4})
+        assert response.status_code == 200, response.text
+        assert time.perf_counter() - started < 5
+
+
+def test_error_bodies_stay_small_whatever_the_request(predictor):
+    settings = ServerSettings(max_body_bytes=1_000_000)
+    with TestClient(create_app(predictor, settings)) as c:
+        body = {"events": [dict(ONE, **{f"key{i}": i for i in range(20_000)})], "k" * 50_000: 1}
+        response = c.post("/predict", json=body)
+        assert response.status_code == 422
+        assert len(response.content) < 4096
+        detail = response.json()["detail"]
+        # 20,001 errors: 20,000 unknown keys and one unknown key of 50,000 characters
+        assert len(detail) == 11 and detail[-1] == {"loc": [], "msg": "19991 more errors not shown", "type": "truncated"}
+        assert response.json()["error"].endswith("; and 19998 more")
+        assert all(len(str(part)) <= 64 for d in detail for part in d["loc"])
+        bad = c.post("/predict", json={"events": [dict(ONE, behavior="B" * 200)]})
+        assert bad.status_code == 422 and len(bad.content) < 4096
+
+
+def test_a_request_whose_client_left_never_reaches_the_model(predictor):
+    gated = GatedPredictor(predictor)
+    with running_server(create_app(gated, SETTINGS)) as url:
+        first = {}
+        holder = threading.Thread(target=lambda: first.update(r=httpx.post(f"{url}/predict", json={"events": events(3)},
+                                                                             timeout=30)))
+        holder.start()
+        assert gated.entered.wait(10)  # the model is busy with the first request
+        for n in (2, 4):  # these clients give up while queued
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{url}/predict", json={"events": events(n)}, timeout=0.3)
+        assert wait_until(lambda: httpx.get(f"{url}/health").json()["dropped"] == 2)
+        gated.gate.set()
+        holder.join(10)
+        assert first["r"].status_code == 200
+        assert httpx.post(f"{url}/predict", json={"events": events(5)}, timeout=30).status_code == 200
+        assert gated.calls == [1, 1]  # the first and the last request; the two abandoned ones never ran
+
+
+def test_timeouts_answer_503_while_queued_and_504_while_running(predictor):
+    gated = GatedPredictor(predictor, hold_s=2.0)
+    settings = ServerSettings(max_events=10, max_batch=1, max_body_bytes=8_000, batch_window_ms=1, request_timeout_s=0.5)
+    with running_server(create_app(gated, settings)) as url:
+        results = {}
+
+        def call(name, n):
+            results[name] = httpx.post(f"{url}/predict", json={"events": events(n)}, timeout=30)
+
+        running = threading.Thread(target=call, args=("running", 3))
+        running.start()
+        assert gated.entered.wait(10)
+        queued = threading.Thread(target=call, args=("queued", 4))
+        queued.start()
+        running.join(10)
+        queued.join(10)
+        assert results["running"].status_code == 504
+        assert "did not answer within 0.5 s" in results["running"].json()["error"]
+        assert results["queued"].status_code == 503 and results["queued"].headers["retry-after"] == "1"
+        gated.gate.set()
+        assert wait_until(lambda: httpx.get(f"{url}/health").json()["pending"] == 0)
+        assert gated.calls == [1]  # the timed-out queued request was withdrawn
+
+
+def test_serve_refuses_a_run_that_asks_for_remote_code(tmp_path, capsys):
+    from behaviorlm.cli import main
+    from serving_helpers import write_dataset
+
+    run = tmp_path / "run"
+    write_dataset(run / "data")
+    (run / "config.yaml").write_text("model:\n  name: org/custom\n  trust_remote_code: true\n")
+    assert main(["serve", "--run", str(run), "--port", str(free_port())]) == 2
+    assert "model.trust_remote_code is true" in capsys.readouterr().err

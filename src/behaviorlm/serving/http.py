@@ -13,15 +13,28 @@ model is busy (plus a few milliseconds when it is idle) and ranks them in one ba
 thread. That bounds concurrency to one model call at a time, and the queue is bounded too: past
 ``max_pending`` queued prompts the server answers 503 instead of growing without limit.
 
+Every request's work is bounded (``ServerSettings``, all shown by ``GET /health``):
+
+- the body is at most ``max_body_bytes`` (413 beyond, checked on Content-Length and again as the body streams in);
+- at most ``max_events`` events per user and ``max_batch`` users; only the last L events (the run's history
+  length) reach the prompt;
+- a place or behavior is at most 200 characters (the limit the data pipeline applies, ``data.events.TEXT_LIMIT``),
+  and one prompt at most ``max_prompt_tokens`` tokens: by default its fixed part (instruction and candidate set)
+  plus 40 tokens for each of the L history items and the next event's context, several times what ordinary
+  places take (an item such as "(Monday, 8, office, Breakfast)" is about 12 tokens); over it, 422;
+- a request not answered within ``request_timeout_s`` gets 503 while still queued (retry later) or 504 when its
+  model call was already running; a request whose client disconnected is dropped before it reaches the model.
+
 Every malformed request gets a 4xx with a message naming the field: unknown behaviors, unparseable times,
-too many events, k out of range, unknown fields, invalid JSON, and bodies over the size limit (checked on
-Content-Length and again while the body streams in).
+too many events, k out of range, unknown fields, invalid JSON, bodies over the size limit. Error bodies are
+small whatever the request: one summary line of at most 500 characters and at most 10 field errors.
 """
 
 
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,13 +46,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from behaviorlm.prompts import Prompt
-from behaviorlm.serving.api import PredictionInputError, Predictor, format_loc, parse_time, set_threads
+from behaviorlm.data.events import TEXT_LIMIT
+from behaviorlm.prompts import Prompt, render
+from behaviorlm.serving.api import SERVING_FORMAT_ID, PredictionInputError, Predictor, format_loc, parse_time, set_threads
+from behaviorlm.serving.batch import add_trust_options
 
 log = logging.getLogger("behaviorlm.serve")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-TEXT_LIMIT = 200
+TOKENS_PER_EVENT = 40
+"""Default prompt budget per history item (see ``ServerSettings.max_prompt_tokens``)."""
+MAX_ERROR_ITEMS = 10
+MAX_ERROR_LINE = 500
+MAX_ERROR_TEXT = 160
 
 
 @dataclass
@@ -48,11 +67,25 @@ class ServerSettings:
     """Events per user in one request; more than the model's history length is allowed (the last are used)."""
     max_batch: int = 64
     """Users per /predict/batch request, and prompts per model call."""
-    max_body_bytes: int = 2 * 1024 * 1024
+    max_body_bytes: int = 512 * 1024
+    """Largest request body (a full batch, 64 users with 20 events each, is about 110 KB)."""
     batch_window_ms: float = 5.0
     """How long an idle server waits for more requests before running a batch."""
     max_pending: int = 256
     """Queued prompts beyond which new requests get 503 (retry later)."""
+    max_prompt_tokens: int | None = None
+    """Tokens one prompt may take (``Predictor.prompt_tokens``); None = its fixed part (instruction and candidate
+    set) plus ``TOKENS_PER_EVENT`` for each of the history items and the next event's context."""
+    request_timeout_s: float = 30.0
+    """Longest wait for the model: then 503 if the request is still queued, 504 if its model call is running."""
+
+
+def default_prompt_budget(predictor: Predictor) -> int:
+    """The fixed part of a serving prompt plus ``TOKENS_PER_EVENT`` per history item and next-event context."""
+    from datetime import datetime
+
+    fixed = predictor.prompt_tokens(render([], datetime(2024, 1, 1), "", predictor.candidates, SERVING_FORMAT_ID))
+    return fixed + TOKENS_PER_EVENT * (predictor.history_len + 1)
 
 
 # --- request and response schemas ---------------------------------------------------------------------
@@ -132,11 +165,24 @@ class Overloaded(Exception):
     pass
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request reached the model; the request was dropped."""
+
+
+class TimedOut(Exception):
+    def __init__(self, running: bool, seconds: float):
+        super().__init__(f"no answer within {seconds:g} s")
+        self.running = running
+        self.seconds = seconds
+
+
 @dataclass
 class Job:
     prompts: list[Prompt]
     k: int
     future: asyncio.Future = field(repr=False)
+    running: bool = False
+    """Taken into a model call (from then on it cannot be withdrawn)."""
 
 
 class MicroBatcher:
@@ -148,6 +194,8 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.pending = 0
         self.batches = 0
+        self.dropped = 0
+        """Requests withdrawn before their model call (client gone or timed out while queued)."""
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="behaviorlm-model")
         self.task: asyncio.Task | None = None
 
@@ -163,13 +211,31 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def rank(self, prompts: list[Prompt], k: int) -> list[list[dict[str, Any]]]:
+    async def rank(self, prompts: list[Prompt], k: int, *, gone: Callable[[], Awaitable[Any]] | None = None,
+                   timeout: float | None = None) -> list[list[dict[str, Any]]]:
+        """The top-k of each prompt. ``gone()`` returns when the client disconnects: a request still queued then
+        is withdrawn (``ClientGone``); so is one that waited ``timeout`` seconds (``TimedOut``)."""
         if self.pending + len(prompts) > self.settings.max_pending:
             raise Overloaded()
         job = Job(prompts, k, asyncio.get_running_loop().create_future())
         self.pending += len(prompts)
         self.queue.put_nowait(job)
-        return await job.future
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
+        try:
+            waiting = {job.future} if watcher is None else {job.future, watcher}
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                return job.future.result()
+            if not job.running:
+                self.dropped += 1
+            if watcher is not None and watcher.done():
+                raise ClientGone()
+            raise TimedOut(job.running, timeout or 0.0)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not job.future.done():
+                job.future.cancel()  # the batcher skips it if it has not started
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +248,9 @@ class MicroBatcher:
             while size < self.settings.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1].prompts)
-            live = [job for job in batch if not job.future.done()]  # skip clients that went away
+            live = [job for job in batch if not job.future.done()]  # withdrawn: client gone or timed out
+            for job in live:
+                job.running = True
             try:
                 if live:
                     prompts = [p for job in live for p in job.prompts]
@@ -267,9 +335,43 @@ def validation_message(error: dict) -> str:
     return str(error.get("msg", "")).removeprefix("Value error, ")
 
 
-def error_response(status: int, message: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
-    """Every error has the same shape: ``{"error": one readable line, "detail": message or field list}``."""
+def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def field_errors(errors: list[dict], total: int | None = None) -> list[dict]:
+    """At most ``MAX_ERROR_ITEMS`` entries, each part clipped, and one entry saying how many were left out: an
+    error body stays a few KB whatever the request (a body of 100,000 unknown keys has 100,000 errors)."""
+    total = len(errors) if total is None else total
+    out = [{"loc": [p if isinstance(p, int) else clip(str(p), 64) for p in e.get("loc", ())][:12],
+            "msg": clip(str(e.get("msg", ""))), "type": clip(str(e.get("type", "")), 40)}
+           for e in errors[:MAX_ERROR_ITEMS]]
+    if total > len(out):
+        out.append({"loc": [], "msg": f"{total - len(out)} more errors not shown", "type": "truncated"})
+    return out
+
+
+def error_response(status: int, message: str, detail: Any = None, headers: dict | None = None,
+                   total: int | None = None) -> JSONResponse:
+    """Every error has the same shape: ``{"error": one readable line, "detail": message or field list}``.
+
+    ``total``: how many field errors there were, when ``detail`` lists only the first ones.
+    """
+    message = clip(message, MAX_ERROR_LINE)
+    if isinstance(detail, list):
+        detail = field_errors(detail, total)
+    elif detail is not None:
+        detail = clip(str(detail), MAX_ERROR_LINE)
     return JSONResponse({"error": message, "detail": detail if detail is not None else message}, status, headers)
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the request body has been read, so the next message says so)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(0.05)  # not expected after the body; never spin
 
 
 # --- the app --------------------------------------------------------------------------------------------
@@ -280,6 +382,7 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
     settings = settings or ServerSettings()
     PredictRequest, BatchRequest = request_models(predictor, settings)
     batcher = MicroBatcher(predictor, settings)
+    budget = settings.max_prompt_tokens or default_prompt_budget(predictor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -298,16 +401,17 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError):
-        errors = [
-            {"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-             "msg": validation_message(e),
+        raw = exc.errors()
+        errors = [  # only those shown are converted: there may be 100,000
+            {"loc": [p if isinstance(p, int) else clip(str(p), 64) for p in e.get("loc", ())],
+             "msg": clip(validation_message(e)),
              "type": str(e.get("type", ""))}
-            for e in exc.errors()
+            for e in raw[:MAX_ERROR_ITEMS]
         ]
         summary = "; ".join(f"{format_loc(e['loc'])}: {e['msg']}" for e in errors[:3])
-        if len(errors) > 3:
-            summary += f"; and {len(errors) - 3} more"
-        return error_response(422, summary or "invalid request", errors)
+        if len(raw) > 3:
+            summary += f"; and {len(raw) - 3} more"
+        return error_response(422, summary or "invalid request", errors, total=len(raw))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
@@ -324,27 +428,42 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
     async def on_overload(request: Request, exc: Overloaded):
         return error_response(503, "server busy: too many queued predictions; retry shortly", headers={"retry-after": "1"})
 
-    @app.post("/predict", response_model=PredictResponse, summary="Top-k next behaviors for one user")
-    async def predict(body: PredictRequest) -> dict:
+    @app.exception_handler(TimedOut)
+    async def on_timeout(request: Request, exc: TimedOut):
+        if exc.running:
+            return error_response(504, f"the model did not answer within {exc.seconds:g} s")
+        return error_response(503, f"server busy: not started within {exc.seconds:g} s; retry shortly",
+                              headers={"retry-after": "1"})
+
+    @app.exception_handler(ClientGone)
+    async def on_gone(request: Request, exc: ClientGone):
+        return error_response(499, "client closed the request; it was dropped")  # nobody reads it
+
+    def bounded_prompt(item, loc: tuple) -> Prompt:
         prompt = predictor.prompt_for(
-            [e.model_dump() for e in body.events],
-            body.next.model_dump() if body.next is not None else None,
-            loc=("body",),
+            [e.model_dump() for e in item.events],
+            item.next.model_dump() if item.next is not None else None,
+            loc=loc,
         )
-        rows = await batcher.rank([prompt], body.k)
+        tokens = predictor.prompt_tokens(prompt)
+        if tokens > budget:
+            raise PredictionInputError(
+                f"the prompt would take {tokens} tokens, over this server's budget of {budget} per prompt "
+                "(GET /health, limits); use shorter places", loc)
+        return prompt
+
+    async def rank(request: Request, prompts: list[Prompt], k: int) -> list[list[dict[str, Any]]]:
+        return await batcher.rank(prompts, k, gone=lambda: client_gone(request), timeout=settings.request_timeout_s)
+
+    @app.post("/predict", response_model=PredictResponse, summary="Top-k next behaviors for one user")
+    async def predict(body: PredictRequest, request: Request) -> dict:
+        rows = await rank(request, [bounded_prompt(body, ("body",))], body.k)
         return {"model": predictor.name, "predictions": rows[0]}
 
     @app.post("/predict/batch", response_model=BatchResponse, summary="Top-k next behaviors for many users")
-    async def predict_batch(body: BatchRequest) -> dict:
-        prompts = [
-            predictor.prompt_for(
-                [e.model_dump() for e in item.events],
-                item.next.model_dump() if item.next is not None else None,
-                loc=("body", "requests", i),
-            )
-            for i, item in enumerate(body.requests)
-        ]
-        rows = await batcher.rank(prompts, max(item.k for item in body.requests))
+    async def predict_batch(body: BatchRequest, request: Request) -> dict:
+        prompts = [bounded_prompt(item, ("body", "requests", i)) for i, item in enumerate(body.requests)]
+        rows = await rank(request, prompts, max(item.k for item in body.requests))
         return {"model": predictor.name, "results": [row[:item.k] for row, item in zip(rows, body.requests)]}
 
     @app.get("/health", summary="Liveness and what is being served")
@@ -356,8 +475,10 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
             "history_len": predictor.history_len,
             "pending": batcher.pending,
             "batches": batcher.batches,
+            "dropped": batcher.dropped,
             "limits": {"max_events": settings.max_events, "max_batch": settings.max_batch,
-                       "max_body_bytes": settings.max_body_bytes},
+                       "max_body_bytes": settings.max_body_bytes, "max_text_chars": TEXT_LIMIT,
+                       "max_prompt_tokens": budget, "request_timeout_s": settings.request_timeout_s},
         }
 
     @app.get("/behaviors", summary="The behaviors the model can predict (valid event behaviors)")
@@ -381,9 +502,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-kb", type=int, default=ServerSettings.max_body_bytes // 1024, help="largest request body accepted (KiB); larger gets 413")
     parser.add_argument("--batch-window-ms", type=float, default=ServerSettings.batch_window_ms, help="how long an idle server waits to batch concurrent requests")
     parser.add_argument("--max-pending", type=int, default=ServerSettings.max_pending, help="queued prompts beyond which requests get 503")
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, help=f"most tokens one prompt may take; more gets 422 (default: the prompt's instruction and candidate set plus {TOKENS_PER_EVENT} per history event)")
+    parser.add_argument("--timeout-s", type=float, default=ServerSettings.request_timeout_s, help="longest wait for the model per request: then 503 if still queued, 504 if its model call is running")
     parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default on CPU: all cores but one, which is left to the HTTP event loop)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+    add_trust_options(parser)
 
 
 def serving_threads(device: str) -> int | None:
@@ -405,9 +529,11 @@ def run(args: argparse.Namespace) -> int:
 
     from behaviorlm.errors import InputError
 
-    for name in ("max_events", "max_batch", "max_body_kb", "max_pending", "threads"):
+    for name in ("max_events", "max_batch", "max_body_kb", "max_pending", "threads", "max_prompt_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.timeout_s > 0:
+        raise InputError(f"--timeout-s must be positive, got {args.timeout_s}")
     if args.host not in LOOPBACK_HOSTS:
         log.warning("binding %s: the server has no authentication; anyone who can reach it can query the model", args.host)
     settings = ServerSettings(
@@ -416,9 +542,13 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_kb * 1024,
         batch_window_ms=args.batch_window_ms,
         max_pending=args.max_pending,
+        max_prompt_tokens=args.max_prompt_tokens,
+        request_timeout_s=args.timeout_s,
     )
     set_threads(args.threads or serving_threads(args.device))
-    predictor = Predictor.from_run(args.run, args.model, args.device, int8=args.int8)
+    predictor = Predictor.from_run(args.run, args.model, args.device, int8=args.int8,
+                                   trust_remote_code=args.trust_remote_code, base_model=args.base_model,
+                                   adapter=args.adapter)
     print(f"serving {predictor.name} ({len(predictor.candidates)} behaviors) on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
     uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
