@@ -93,3 +93,9 @@ def test_each_stage_trains_on_exactly_its_samples(tmp_path, tiny_backbone, small
     assert a_tuning["targets"] == a_tuning["behavior_samples"] == 6
     assert a_tuning["prompt_format"] == b_tuning["prompt_format"] == prompt_format
     assert a_tuning["answers_trained"] >= 6
+
+    from behaviorlm.evaluation.report.artifacts import load_run
+    from behaviorlm.evaluation.report.tables import training_table
+
+    rows = {row[0]: row for row in training_table(load_run(root)).rows}
+    assert rows["BehaviorLM"][1:4] == [prompt_format, f"6 + {selected}", f"{6 + selected}"]

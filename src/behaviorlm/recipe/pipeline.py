@@ -178,7 +178,7 @@ class Pipeline:
             n_aux = stages.aux_count(subset, len(samples), cfg)
             fp = fingerprint(self.fp["data"], subset, cfg.model.model_dump(), cfg.lora.model_dump(),
                              cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None, cfg.prompt.model_dump())
-            init_adapter, train_cfg = None, cfg.train
+            init_adapter, train_cfg, upstream = None, cfg.train, {}
         else:
             stage_one = stages.ModelStage(model_stage.stage_one)
             init_adapter = str(self.root / self.tune_stage(stage_one))
@@ -186,13 +186,15 @@ class Pipeline:
             n_aux = 0
             fp = fingerprint(self.fp[model_stage.select_key], cfg.b_tuning.model_dump())
             train_cfg = cfg.b_tuning
+            upstream = {"stage_one": self.stage_name(stage_one.tune_key),
+                        "selection": self.stage_name(model_stage.select_key)}
 
         def step(out: Path) -> dict:
             result = stages.tune_on_samples(cfg, data, out, samples, aux=n_aux, train=train_cfg,
                                             init_adapter=init_adapter)
             self.run.log(f"trained on {result['targets']} targets in {result['chats']} {result['prompt_format']} "
                          f"chats + {n_aux} conversations")
-            return {**result, "adapter": stages.relative(Path(result["adapter"]), self.root)}
+            return {**result, "adapter": stages.relative(Path(result["adapter"]), self.root), **upstream}
 
         self.fp[key] = fp
         name = self.stage_name(key)

@@ -39,6 +39,7 @@ from behaviorlm.evaluation.report.tables import (
     overall_table,
     per_behavior_table,
     sample_size_table,
+    training_table,
     selection_table,
 )
 
@@ -110,6 +111,7 @@ def sections(run: RunArtifacts) -> tuple[list[Section], list[str]]:
              "bootstrap over users (samples of one user are correlated), stratified by behavior on the long-tail "
              "protocol.",
              ([overall_table(run), sample_size_table(run)] if run.models else [])
+             + ([t] if (t := training_table(run)) else [])
              + ([comparison_table(exp["comparison"])] if "comparison" in exp else [])
              + ([t] if (t := hit_rate_table(run)) else [])))
     if run.models and "comparison" not in exp:

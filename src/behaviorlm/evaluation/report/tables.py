@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from behaviorlm.evaluation.report.artifacts import (
     RunArtifacts,
     display,
     model_sort_key,
+    read_optional_json,
 )
 from behaviorlm.evaluation.uncertainty import Difference, intervals, paired_difference, scored
 
@@ -155,6 +157,32 @@ def sample_size_table(run: RunArtifacts) -> Table:
                  "resampling unit), and per frequency group. A group's figure rests on its own samples only.",
                  ["Model"] + labels * len(PROTOCOLS), rows,
                  header_groups=[("", 1)] + [(PROTOCOLS[p], len(keys)) for p in PROTOCOLS])
+
+
+def training_table(run: RunArtifacts) -> Table | None:
+    """The training targets and CPU time behind each tuned model, read from the manifest's stage records."""
+    stages = (run.manifest or {}).get("stages") or {}
+    rows = []
+    for m in run.models:
+        info = read_optional_json(m.folder / "model.json") or {}
+        record = stages.get(Path(str(info.get("adapter") or "")).parent.name)
+        if m.baseline or record is None:
+            continue
+        chain = [record["result"]]
+        if chain[0].get("stage_one") in stages:
+            chain.insert(0, stages[chain[0]["stage_one"]]["result"])
+        selection = stages.get(chain[-1].get("selection") or "", {}).get("seconds")
+        targets = [r.get("targets") for r in chain]
+        train = sum(float(r.get("train_seconds") or 0) for r in chain)
+        rows.append([display(m.name), str(chain[-1].get("prompt_format", "paper")),
+                     " + ".join("–" if t is None else f"{t:,}" for t in targets),
+                     "–" if None in targets else f"{sum(targets):,}", format_seconds(train),
+                     format_seconds(selection), format_seconds(train + float(selection or 0))])
+    if not rows:
+        return None
+    return Table("table-training", "What each tuned model learned from: training targets per stage (stage one + "
+                 "B-Tuning, read back from the encoded training sets) and the CPU time of tuning and selection.",
+                 ["Model", "Format", "Targets by stage", "Targets", "Training", "Selection", "In all"], rows)
 
 
 def comparison_table(comparison: dict) -> Table:
