@@ -143,3 +143,10 @@ def render_segment(
             turn["target"] = False
         messages.append(turn)
     return messages
+
+
+def render_packed(history: Sequence[Event], next_time: datetime, next_place: str, candidates: Sequence[str]) -> Prompt:
+    """The packed format's prompt for one next event: a segment whose only target follows ``history``
+    (system turn + first user turn of ``render_segment``), as a model tuned in the packed format reads it."""
+    messages = render_segment([*history, Event(next_time, next_place, "")], candidates, targets=(len(history),))
+    return Prompt(system=messages[0]["content"], user=messages[1]["content"], answer=None)

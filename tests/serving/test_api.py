@@ -255,3 +255,29 @@ def test_paths_named_by_a_run_must_lie_inside_it(tmp_path, fake_load_model):
     (run / "config.yaml").write_text(f"model:\n  name: {models}\n")
     with pytest.raises(InputError, match="model.name .* lies outside the run folder"):
         resolve_run(run, "zero-shot")
+
+
+def test_a_packed_run_is_served_in_the_packed_format(tmp_path, fake_load_model, tiny):
+    import numpy as np
+
+    from behaviorlm.lm.ranking import CandidateRanker
+    from behaviorlm.prompts import render_segment
+
+    run = make_run(tmp_path / "run", {"behaviorlm": "behaviorlm/adapter"})
+    info = json.loads((run / "behaviorlm" / "model.json").read_text())
+    (run / "behaviorlm" / "model.json").write_text(json.dumps({**info, "prompt": {"format": "packed"}}))
+    predictor = Predictor.from_run(run)
+    assert predictor.prompt_format == "packed"
+    evs = events(5)
+    [ranked] = predictor.predict_batch([(evs, None)], k=len(BEHAVIORS))
+
+    # The same next event as the target of a packed segment, scored by the packed scorer.
+    history = predictor.to_events(evs)[-predictor.history_len:]
+    segment = [*history, Event(history[-1].time, history[-1].place, BEHAVIORS[0])]
+    conversation = render_segment(segment, predictor.candidates, targets=(len(history),))
+    model, tokenizer = tiny
+    [scores] = CandidateRanker(model, tokenizer, progress=False).score_segments([conversation], predictor.candidates)
+    probs = np.exp(scores[0] - scores[0].max())
+    expected = dict(zip(predictor.candidates, probs / probs.sum()))
+    assert {r["behavior"]: r["probability"] for r in ranked} == pytest.approx(expected, abs=1e-5)
+    assert Predictor.from_run(make_run(tmp_path / "run2", {"ft": "ft/adapter"})).prompt_format == "paper"

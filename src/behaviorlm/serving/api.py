@@ -24,7 +24,7 @@ from typing import Any
 
 from behaviorlm.data.types import Event, PreparedData, Stats
 from behaviorlm.errors import InputError
-from behaviorlm.prompts import Prompt, render
+from behaviorlm.prompts import Prompt, render, render_packed
 
 DEFAULT_BASE_MODEL = "smollm2-135m"
 DEFAULT_HISTORY_LEN = 20
@@ -89,6 +89,8 @@ class ModelSource:
     adapter: Path | None = None
     dtype: str = "auto"
     trust_remote_code: bool = False
+    prompt_format: str = "paper"
+    """The prompt format the model was tuned (and evaluated) in: ``paper`` or ``packed``."""
 
 
 class Predictor:
@@ -107,6 +109,7 @@ class Predictor:
         batch_size: int = 8,
         name: str = "model",
         progress: bool = False,
+        prompt_format: str = "paper",
     ):
         from behaviorlm.lm.ranking import CandidateRanker  # torch import only when a model is used
 
@@ -121,6 +124,7 @@ class Predictor:
         self.aliases: dict[str, str] = {k: v for k, v in (fold_map or {}).items() if v in self.candidates}
         self._known = frozenset(self.candidates) | frozenset(self.aliases)
         self.history_len = history_len
+        self.prompt_format = prompt_format
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -172,7 +176,8 @@ class Predictor:
             trust_remote_code=source.trust_remote_code,
         )
         model = for_inference(model, int8=int8)
-        return cls(model, tokenizer, stats, history_len, batch_size=batch_size or default_batch, name=source.label)
+        return cls(model, tokenizer, stats, history_len, batch_size=batch_size or default_batch, name=source.label,
+                   prompt_format=source.prompt_format)
 
     # --- prediction ----------------------------------------------------------------------------------
 
@@ -229,6 +234,12 @@ class Predictor:
                 raise PredictionInputError(
                     f"{next_time.isoformat()} is before the last event ({last.time.isoformat()})", (*loc, "next", "time")
                 )
+        return self.render(history, next_time, next_place)
+
+    def render(self, history: Sequence[Event], next_time: datetime, next_place: str) -> Prompt:
+        """The prompt in the model's format (``prompts.render_packed``, else the paper's first instruction)."""
+        if self.prompt_format == "packed":
+            return render_packed(history, next_time, next_place, self.candidates)
         return render(history, next_time, next_place, self.candidates, format_id=SERVING_FORMAT_ID)
 
     def prompt_tokens(self, prompt: Prompt) -> int:
@@ -286,7 +297,8 @@ def resolve_run(root: Path, model_name: str | None, *, trust_remote_code: bool =
     config_path = root / "config.yaml"
     config = load_config(config_path) if config_path.is_file() else RunConfig()
     settings = dict(dtype=config.model.dtype,
-                    trust_remote_code=allowed_remote_code(config.model, trust_remote_code, config_path))
+                    trust_remote_code=allowed_remote_code(config.model, trust_remote_code, config_path),
+                    prompt_format=config.prompt.format)
     stats = PreparedData(root / "data").stats
     model_dir = choose_model(root, model_name)
     if model_dir is None:
@@ -299,6 +311,7 @@ def resolve_run(root: Path, model_name: str | None, *, trust_remote_code: bool =
         base = base_model or inside_run(root, str(info["base_model"]), "base_model", info_path, "--base-model")
         label = model_dir.name
         run_adapter = None
+        settings["prompt_format"] = (info.get("prompt") or {}).get("format", settings["prompt_format"])
         if info.get("adapter") and adapter is None:
             run_adapter = Path(inside_run(root, str(info["adapter"]), "adapter", info_path, "--adapter",
                                           always_path=True))

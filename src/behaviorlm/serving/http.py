@@ -47,8 +47,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from behaviorlm.data.events import TEXT_LIMIT
-from behaviorlm.prompts import Prompt, render
-from behaviorlm.serving.api import SERVING_FORMAT_ID, PredictionInputError, Predictor, format_loc, parse_time, set_threads
+from behaviorlm.prompts import Prompt
+from behaviorlm.serving.api import PredictionInputError, Predictor, format_loc, parse_time, set_threads
 from behaviorlm.serving.batch import add_trust_options
 
 log = logging.getLogger("behaviorlm.serve")
@@ -84,7 +84,7 @@ def default_prompt_budget(predictor: Predictor) -> int:
     """The fixed part of a serving prompt plus ``TOKENS_PER_EVENT`` per history item and next-event context."""
     from datetime import datetime
 
-    fixed = predictor.prompt_tokens(render([], datetime(2024, 1, 1), "", predictor.candidates, SERVING_FORMAT_ID))
+    fixed = predictor.prompt_tokens(predictor.render([], datetime(2024, 1, 1), ""))
     return fixed + TOKENS_PER_EVENT * (predictor.history_len + 1)
 
 
