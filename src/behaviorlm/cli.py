@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "baseline": ("behaviorlm.baselines.cli", "train and evaluate SASRec, BERT4Rec, Markov or most-frequent"),
     "experiment": ("behaviorlm.evaluation.experiments", "the paper's experiment suite (ablations, few-shot, sample efficiency, ...)"),
     "report": ("behaviorlm.evaluation.report", "render RUN/report.html and RUN/report.md from a run folder"),
+    "export": ("behaviorlm.lm.export", "a run's model with its adapter merged, as a standalone Hugging Face folder"),
     "predict": ("behaviorlm.serving.batch", "batch prediction: each user's next behavior, top-k with probabilities"),
     "serve": ("behaviorlm.serving.http", "HTTP prediction server (FastAPI)"),
     "bench": ("behaviorlm.bench", "speed benchmarks against the naive way and the machine's limit"),

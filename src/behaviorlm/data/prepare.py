@@ -50,10 +50,7 @@ def prepare_dataset(
     is None, the simulator runs with ``simulator`` (default :class:`SimulatorConfig`). An existing
     ``out_dir`` is replaced only if it is empty or a prepared dataset.
     """
-    out_dir = Path(out_dir)
-    replaceable = out_dir.is_dir() and ((out_dir / "stats.json").exists() or not any(out_dir.iterdir()))
-    if out_dir.exists() and not replaceable:
-        raise InputError("exists and is not a prepared dataset; choose another --out", file=str(out_dir))
+    out_dir = check_replaceable(out_dir)
     started = time.perf_counter()
     source: dict = {}
     if events is not None:
@@ -83,15 +80,29 @@ def prepare_dataset(
         **facts,
     }
     stats = Stats(behaviors=behaviors, samples={name: len(splits[name]) for name in SPLITS}, settings=settings)
+    return write_dataset(out_dir, events, splits, stats, config.history_len, started, progress)
 
+
+def check_replaceable(out_dir: str | Path) -> Path:
+    """``out_dir`` if it is free, empty or a prepared dataset (which a new one replaces); else InputError."""
+    out_dir = Path(out_dir)
+    replaceable = out_dir.is_dir() and ((out_dir / "stats.json").exists() or not any(out_dir.iterdir()))
+    if out_dir.exists() and not replaceable:
+        raise InputError("exists and is not a prepared dataset; choose another --out", file=str(out_dir))
+    return out_dir
+
+
+def write_dataset(out_dir: Path, events: pd.DataFrame, splits: dict[str, pd.DataFrame], stats: Stats,
+                  history_len: int, started: float, progress: bool = True) -> PreparedData:
+    """The splits (sample indexes into ``events``) and stats.json, built beside ``out_dir`` and renamed into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir()
     try:
         bar = tqdm(SPLITS, desc="writing splits", unit="split", disable=None if progress else True, leave=False)
         for name in bar:
-            pq.write_table(sample_table(events, splits[name], config.history_len), tmp / f"{name}.parquet")
-        settings["seconds"] = round(time.perf_counter() - started, 3)
+            pq.write_table(sample_table(events, splits[name], history_len), tmp / f"{name}.parquet")
+        stats.settings["seconds"] = round(time.perf_counter() - started, 3)
         write_json_atomic(stats.to_json(), tmp / "stats.json")
         _replace_dir(tmp, out_dir)
     finally:
@@ -164,6 +175,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", help="event log (.csv, .tsv, .parquet, .jsonl; a Tsinghua trace is whitespace "
                         "text); omit to prepare simulated data")
     parser.add_argument("--out", required=True, help="folder to write the prepared dataset to")
+    parser.add_argument("--like", metavar="RUN", help="prepare --events the way a run (or prepared dataset) was: its "
+                        "importer settings, vocabulary, fold map, groups and candidates; every user a test user")
     for flag, (field, kind, help_text) in OPTIONS.items():
         extra = {"choices": ["canonical", "llmob", "tsinghua", "generic"]} if field == "format" else {}
         parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text, **extra)
@@ -194,8 +207,14 @@ def config_from_args(args: argparse.Namespace) -> DataConfig:
         raise InputError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
+LIKE_FIXED = ("vocab_top_k", "anchor_threshold", "head_threshold", "medium_threshold")
+"""Options that --like takes from the run: its classes and groups are what its models were tuned on."""
+
+
 def run(args: argparse.Namespace) -> int:
     check_destination(args.out, directory=True)
+    if args.like:
+        return run_like(args)
     config = config_from_args(args)
     simulator = None if config.events else SimulatorConfig(users=args.users, days=args.days, seed=args.sim_seed)
     data = prepare_dataset(config, args.out, simulator=simulator)
@@ -204,3 +223,32 @@ def run(args: argparse.Namespace) -> int:
     print(summary(data))
     return 0
 
+def run_like(args: argparse.Namespace) -> int:
+    from behaviorlm.data.like import like_config, prepare_like, reference
+
+    if not args.events:
+        raise InputError("--like needs --events: the new log to prepare the way the run was")
+    fixed = [f for f in LIKE_FIXED if getattr(args, f) is not None]
+    if fixed:
+        flag = next(k for k, v in OPTIONS.items() if v[0] == fixed[0])
+        raise InputError(f"{flag}: with --like the vocabulary and groups are the run's; drop the option")
+    ref = reference(args.like)
+    options = {field: getattr(args, field) for field, *_ in OPTIONS.values()}
+    config = like_config(ref, args.events, dayfirst=args.dayfirst, **options)
+    data = prepare_like(ref, config, args.out)
+    print(f"prepared {data.root} like {args.like} from {config.events}: every user a test user")
+    print(like_summary(data))
+    return 0
+
+
+def like_summary(data: PreparedData) -> str:
+    """Users, samples and how the new log's behaviors met the run's classes."""
+    stats = data.stats
+    new_log = stats.settings["new_log"]
+    lines = [f"users {stats.settings['users']['test']}; samples: test {stats.samples['test']}, balanced_test "
+             f"{stats.samples['balanced_test']}",
+             f"behaviors in the log {new_log['behaviors_in_log']}; run classes present {new_log['classes_present']} "
+             f"of {new_log['classes']}; folded by the run's map {new_log['folded_by_run']}; unseen and mapped to "
+             f"'Other' {len(new_log['unseen_mapped'])}; unseen and left out {len(new_log['unseen_left_out'])} "
+             f"({new_log['events_left_out']} events)"]
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
     behaviorlm evaluate --data DIR --out OUT                     # zero-shot base model ("LLM-NT")
     behaviorlm evaluate --data DIR --out OUT --adapter RUN/adapter --limit 200 --per-behavior 5
+    behaviorlm evaluate --run RUN --events NEW --out OUT        # a run's models on users it never saw (new_log.py)
 
 next-behavior protocol = the test split (natural distribution; ``eval.limit`` samples, a seeded random subset);
 long-tail protocol = the balanced test set (``eval.per_behavior`` samples of every behavior).
@@ -24,6 +25,8 @@ from behaviorlm.config import EvalConfig, PromptConfig
 from behaviorlm.data.types import PreparedData, write_json_atomic
 from behaviorlm.errors import InputError
 from behaviorlm.evaluation.metrics import compute_metrics
+from behaviorlm.evaluation.new_log import IMPORT_OPTIONS, add_import_options
+from behaviorlm.evaluation.new_log import score as score_run
 from behaviorlm.lm.formats import rank_samples
 from behaviorlm.prompts import render_sample
 
@@ -115,6 +118,8 @@ def metrics_line(m: dict) -> str:
 
 
 ALL = "all"
+PROMPT_FORMATS = ("paper", "packed")
+LOG_FORMATS = ("canonical", "generic", "llmob", "tsinghua")
 
 
 def size(text: str) -> int | str:
@@ -128,19 +133,27 @@ def size(text: str) -> int | str:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="prepared dataset folder (from `behaviorlm prepare`)")
+    parser.add_argument("--data", help="prepared dataset folder (from `behaviorlm prepare`; with --run, from "
+                        "`behaviorlm prepare --like RUN`)")
+    parser.add_argument("--run", help="score this run's models (RUN/<model>/model.json) on a new log: --events NEW "
+                        "is prepared like the run (its vocabulary, fold map, groups, candidates; every user a test "
+                        "user) into OUT/data; metrics go to OUT/<model>/")
+    parser.add_argument("--events", help="with --run: the new event log")
     parser.add_argument("--out", required=True, help="output folder: metrics.json, predictions.parquet, model.json")
     parser.add_argument("--config", help="run config YAML (model and eval sections are used)")
-    parser.add_argument("--model", help='base model: "smollm2-135m" (embedded, default), a Hugging Face id or a folder')
+    parser.add_argument("--model", help='base model: "smollm2-135m" (embedded, default), a Hugging Face id or a folder; '
+                        "with --run: which of the run's models (default: all of them)")
     parser.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the base model")
     parser.add_argument("--name", help="model name written into metrics.json (default: the --out folder's name)")
     parser.add_argument("--limit", type=size, help="next-behavior protocol: a seeded random subset of N test samples "
                         "(default from config: 500; all: every sample)")
     parser.add_argument("--per-behavior", type=size, help="long-tail protocol: at most N balanced-test samples of "
                         "every behavior, tail included (default from config: 10; all: every sample)")
-    parser.add_argument("--format", choices=["paper", "packed"],
+    parser.add_argument("--format", choices=[*PROMPT_FORMATS, *LOG_FORMATS],
                         help="prompt format: paper (one prompt a sample) or packed (segments of a user's log, each "
-                             "event a target; what a run tuned with prompt.format packed expects); default: config")
+                             "event a target; what a run tuned with prompt.format packed expects); default: config. "
+                             "With --run the prompt format is the run's, and --format names the new log's format "
+                             "(canonical, generic, llmob, tsinghua; default: the run's)")
     parser.add_argument("--mode", choices=["rank", "generate"],
                         help="rank: score every candidate (default); generate: greedy answer mapped to a candidate")
     parser.add_argument("--batch-size", type=int, help="prompts scored together (default from config: 8)")
@@ -152,6 +165,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "with it; a config's model.trust_remote_code is refused without this flag")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set eval.batch_size=4 (repeatable)")
+    add_import_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,6 +173,17 @@ def run(args: argparse.Namespace) -> int:
     from behaviorlm.errors import check_destination
     from behaviorlm.lm.loading import for_inference, load_model
 
+    if args.run:
+        return score_run(args)
+    for flag, value in (("--events", args.events), ("--dayfirst", args.dayfirst),
+                        *((flag, getattr(args, field)) for field, (flag, _) in IMPORT_OPTIONS.items())):
+        if value is not None:
+            raise InputError(f"{flag} goes with --run (a new log scored with a run's models)")
+    if args.format in LOG_FORMATS:
+        raise InputError(f"--format {args.format}: a log format goes with --run and --events; the prompt formats "
+                         "are paper and packed")
+    if not args.data:
+        raise InputError("--data DIR (a prepared dataset) or --run RUN --events NEW is needed")
     check_destination(args.out, directory=True)
     overrides = list(args.set)
     for key, value in (("model.name", args.model), ("eval.limit", args.limit),

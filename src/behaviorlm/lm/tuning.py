@@ -37,7 +37,7 @@ from behaviorlm.config import LoraConfig, ModelConfig, PromptConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
 from behaviorlm.lm.formats import TrainingExample, rank_samples, training_examples
-from behaviorlm.lm.loading import attach_adapter, load_model, merged_adapter, peft_quietly
+from behaviorlm.lm.loading import attach_adapter, load_model, peft_quietly
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
 
 log = logging.getLogger(__name__)
@@ -445,19 +445,15 @@ def _load_adapter_weights(model, adapter_dir: Path) -> None:
     set_peft_model_state_dict(model, weights)
 
 
-def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
-    """Fold an adapter into its base model and save a standalone model folder (weights + tokenizer)."""
-    out_dir = Path(out_dir)
-    model, tokenizer = load_model(base, device="cpu", dtype="auto", adapter=adapter_dir,
+def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False,
+                  device: str = "auto", dtype: str = "auto") -> Path:
+    """Fold an adapter into its base model and save a standalone model folder (``lm.export.save_merged``); the merge
+    runs where the model is loaded (``device``: a GPU when there is one) in ``dtype`` (auto: bf16 there, fp32 on CPU)."""
+    from behaviorlm.lm.export import save_merged
+
+    model, tokenizer = load_model(base, device=device, dtype=dtype, adapter=adapter_dir,
                                   trust_remote_code=trust_remote_code)
-    merged = merged_adapter(model)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
+    return save_merged(model, tokenizer, out_dir, {"base_model": base, "adapter": str(adapter_dir)})
 
 
 def steps_per_epoch(n_examples: int, train: TrainConfig, processes: int = 1) -> int:
