@@ -83,7 +83,7 @@ def test_each_stage_trains_on_exactly_its_samples(tmp_path, tiny_backbone, small
     root = tmp_path / "run"
     config = small_config(**{"selection.per_behavior": 2, "train.max_train_samples": 6,
                              "prompt.format": prompt_format})
-    Pipeline(config, root).execute()
+    Pipeline(config.model_copy(update={"variants": ["ft", "behaviorlm"]}), root).execute()
     stages = done_stages(root)
     selected = next(s for n, s in stages.items() if n.startswith("select-"))["result"]["selected"]
     b_tuning = next(s for n, s in stages.items() if n.startswith("tune-anchor+b-"))["result"]
@@ -93,6 +93,8 @@ def test_each_stage_trains_on_exactly_its_samples(tmp_path, tiny_backbone, small
     assert a_tuning["targets"] == a_tuning["behavior_samples"] == 6
     assert a_tuning["prompt_format"] == b_tuning["prompt_format"] == prompt_format
     assert a_tuning["answers_trained"] >= 6
+    ft = next(s for n, s in stages.items() if n.startswith("tune-ft-"))["result"]
+    assert ft["targets"] >= a_tuning["targets"] + b_tuning["targets"]  # a fair comparison in targets
 
     from behaviorlm.evaluation.report.artifacts import load_run
     from behaviorlm.evaluation.report.tables import training_table

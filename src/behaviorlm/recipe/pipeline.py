@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -37,8 +37,14 @@ from pathlib import Path
 from behaviorlm.config import RunConfig, dump_config, load_config
 from behaviorlm.data.types import PreparedData, write_json_atomic, write_samples
 from behaviorlm.errors import InputError
+from behaviorlm.files import copy_tree_atomic, remove_stale, write_text_atomic
+from behaviorlm.logs import run_log
 from behaviorlm.recipe import stages
+from behaviorlm.recipe.manifest import changed_output, load_manifest, output_hashes, write_record
+from behaviorlm.recipe.seeding import seed_stage
 from behaviorlm.recipe.selection import select_balanced
+
+logger = logging.getLogger(__name__)
 
 
 def fingerprint(*parts) -> str:
@@ -73,11 +79,23 @@ class Run:
         self.root = root
         self.config = config
         self.manifest_path = root / "manifest.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
-        self.log: Callable[[str], None] = lambda message: print(f"[behaviorlm] {message}", file=sys.stderr, flush=True)
+        removed = remove_stale(root, recursive=True)  # left by a killed run
+        if removed:
+            logger.info("removed %d temporary files and folders an interrupted run left", len(removed))
+        self.manifest = load_manifest(root)
+
+    def log(self, message: str) -> None:
+        logger.info(message)
 
     def save_manifest(self) -> None:
         write_json_atomic(self.manifest, self.manifest_path)
+
+    def record(self, name: str, folder: Path, record: dict) -> None:
+        """A stage's record, in the manifest and in the stage's folder (what a damaged manifest is rebuilt from)."""
+        self.manifest["stages"][name] = record
+        if folder.is_dir():
+            write_record(folder, name, record)
+        self.save_manifest()
 
     def stage(self, name: str, folder: Path, fp: str, step: Callable[[Path], dict], copyable: str | None = None
               ) -> dict:
@@ -86,40 +104,40 @@ class Run:
         folder name (an experiment evaluating a model the main run already evaluated) is copied, not recomputed."""
         record = self.manifest["stages"].get(name)
         if record and record["fingerprint"] == fp and record["status"] == "done" and folder.exists():
-            self.log(f"{name}: done, skipped")
-            return record["result"]
-        if folder.exists() and (record is None or record["fingerprint"] != fp):
+            changed = changed_output(folder, record.get("outputs"))
+            if changed is None:
+                self.log(f"{name}: done, skipped")
+                return record["result"]
+            logger.warning("%s: %s since the stage finished; running it again", name, changed)
+            shutil.rmtree(folder)
+        elif folder.exists() and (record is None or record["fingerprint"] != fp):
             self.log(f"{name}: configuration changed, starting over")
             shutil.rmtree(folder)
         twin = self._done_twin(name, folder, fp, copyable) if copyable else None
         if twin is not None:
             source, twin_record = twin
             started = time.perf_counter()
-            if folder.exists():
-                shutil.rmtree(folder)
-            partial = folder.with_name(folder.name + ".copying")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(source, partial)
-            partial.rename(folder)
-            self.manifest["stages"][name] = {
+            copy_tree_atomic(source, folder)
+            self.record(name, folder, {
                 "fingerprint": fp, "status": "done", "seconds": round(time.perf_counter() - started, 1),
-                "resumed": False, "result": twin_record["result"], "copied_from": str(source.relative_to(self.root))}
-            self.save_manifest()
+                "resumed": False, "result": twin_record["result"], "copied_from": str(source.relative_to(self.root)),
+                "outputs": output_hashes(folder)})
             self.log(f"{name}: same model and settings as {source.relative_to(self.root)}, copied")
             return twin_record["result"]
         resuming = folder.exists()
         self.log(f"{name}: {'resuming' if resuming else 'running'}")
         started = time.perf_counter()
-        self.manifest["stages"][name] = {
+        folder.mkdir(parents=True, exist_ok=True)
+        self.record(name, folder, {
             "fingerprint": fp, "status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        self.save_manifest()
+        })
+        seed_stage(self.config.train.seed, fp)
         result = step(folder)
         seconds = time.perf_counter() - started
-        self.manifest["stages"][name] = {
+        self.record(name, folder, {
             "fingerprint": fp, "status": "done", "seconds": round(seconds, 1), "resumed": resuming, "result": result,
-        }
-        self.save_manifest()
+            "outputs": output_hashes(folder),
+        })
         self.log(f"{name}: done in {seconds:.0f} s")
         return result
 
@@ -177,7 +195,8 @@ class Pipeline:
             samples = stages.stage_one_samples(subset, data, cfg)
             n_aux = stages.aux_count(subset, len(samples), cfg)
             fp = fingerprint(self.fp["data"], subset, cfg.model.model_dump(), cfg.lora.model_dump(),
-                             cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None, cfg.prompt.model_dump())
+                             cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None, cfg.prompt.model_dump(),
+                             [s.sample_id for s in samples])
             init_adapter, train_cfg, upstream = None, cfg.train, {}
         else:
             stage_one = stages.ModelStage(model_stage.stage_one)
@@ -285,17 +304,18 @@ class Pipeline:
     # -- the whole run ---------------------------------------------------------------------------
     def execute(self) -> dict[str, dict]:
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.eval_root == self.root:
-            (self.root / "config.yaml").write_text(dump_config(self.config))
-        self.run.manifest.update({"versions": package_versions(), "created": self.run.manifest.get(
-            "created", datetime.now(timezone.utc).isoformat(timespec="seconds"))})
-        started = time.perf_counter()
-        self.prepare()
-        results = {variant: self.evaluate(variant) for variant in self.config.variants}
-        for name in self.config.baselines:
-            results[name] = self.baseline(name)
-        self.run.manifest["last_run_seconds"] = round(time.perf_counter() - started, 1)
-        self.run.save_manifest()
+        with run_log(self.root / "log.txt"):
+            if self.eval_root == self.root:
+                write_text_atomic(self.root / "config.yaml", dump_config(self.config))
+            self.run.manifest.update({"versions": package_versions(), "created": self.run.manifest.get(
+                "created", datetime.now(timezone.utc).isoformat(timespec="seconds"))})
+            started = time.perf_counter()
+            self.prepare()
+            results = {variant: self.evaluate(variant) for variant in self.config.variants}
+            for name in self.config.baselines:
+                results[name] = self.baseline(name)
+            self.run.manifest["last_run_seconds"] = round(time.perf_counter() - started, 1)
+            self.run.save_manifest()
         return results
 
 

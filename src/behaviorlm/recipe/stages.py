@@ -68,7 +68,8 @@ def model_stage(variant: str) -> ModelStage | None:
 
 
 def stage_one_samples(subset: str, data: PreparedData, config: RunConfig) -> list[Sample]:
-    """The training samples (targets) of a stage-one subset, capped at ``train.max_train_samples`` (seeded)."""
+    """The training samples (targets) of a stage-one subset, capped at ``train.max_train_samples`` (seeded); ``ft``
+    also gets B-Tuning's ``selection.per_behavior`` x behaviors, the targets BehaviorLM adds after A-Tuning."""
     samples = data.split("train")
     stats = data.stats
     if subset in ("anchor", "anchor-noaux"):
@@ -77,7 +78,11 @@ def stage_one_samples(subset: str, data: PreparedData, config: RunConfig) -> lis
         samples = [s for s in samples if stats.by_name[s.label].group != "head"]
     elif subset != "ft":
         raise ValueError(f"unknown stage-one subset {subset!r}")
-    return cap(samples, config.train.max_train_samples, config.train.seed, config.prompt, data.split("train"))
+    limit = config.train.max_train_samples
+    if subset == "ft" and limit is not None:
+        # A fair comparison: plain fine-tuning learns from as many targets as A-Tuning and B-Tuning together.
+        limit += config.selection.per_behavior * len(stats.behaviors)
+    return cap(samples, limit, config.train.seed, config.prompt, data.split("train"))
 
 
 def cap(samples: Sequence[Sample], limit: int | None, seed: int, prompt: PromptConfig | None = None,
