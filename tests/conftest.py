@@ -64,17 +64,25 @@ def prepared_dir(tmp_path_factory) -> Path:
 TINY_TARGETS = ["q_proj", "v_proj", "lm_head"]
 
 
+def _load_tiny(name, device="auto", dtype="auto", adapter=None, trust_remote_code=False, trainable_adapter=False):
+    model, tokenizer = loading.tiny_model(seed=0)
+    if adapter is not None:
+        model = loading.attach_adapter(model, adapter, trainable=trainable_adapter)
+    return model, tokenizer
+
+
 @pytest.fixture
 def tiny_backbone(monkeypatch):
     """Every model the pipeline loads is the tiny random model (plus the adapter it asks for)."""
+    monkeypatch.setattr(loading, "load_model", _load_tiny)
 
-    def load_tiny(name, device="auto", dtype="auto", adapter=None, trust_remote_code=False, trainable_adapter=False):
-        model, tokenizer = loading.tiny_model(seed=0)
-        if adapter is not None:
-            model = loading.attach_adapter(model, adapter, trainable=trainable_adapter)
-        return model, tokenizer
 
-    monkeypatch.setattr(loading, "load_model", load_tiny)
+@pytest.fixture(scope="module")
+def module_tiny_backbone():
+    """``tiny_backbone`` for a module-scoped fixture (a run several tests compare with)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loading, "load_model", _load_tiny)
+        yield
 
 
 @pytest.fixture
@@ -120,3 +128,10 @@ def _small_config(tmp_path: Path, **changes) -> RunConfig:
 def small_config(tmp_path):
     """A factory of tiny end-to-end run configurations: ``small_config(**{"selection.per_behavior": 2})``."""
     return lambda **changes: _small_config(tmp_path, **changes)
+
+
+@pytest.fixture(scope="module")
+def module_small_config(tmp_path_factory):
+    """``small_config`` for a module-scoped fixture; the configurations it makes stay valid for the whole module."""
+    folder = tmp_path_factory.mktemp("config")
+    return lambda **changes: _small_config(folder, **changes)

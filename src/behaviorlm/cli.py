@@ -12,13 +12,10 @@ import importlib
 import os
 import sys
 
-# Before torch is imported: OpenMP threads that spin while waiting stall 2-7x when another process shares the
-# cores (measured by `behaviorlm bench`); passive waiting costs nothing on an idle machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from pydantic_core import ValidationError
 
 from behaviorlm.errors import InputError
+from behaviorlm.logs import show_on_stderr
 
 VERBS: dict[str, tuple[str, str]] = {
     "simulate": ("behaviorlm.data.simulate", "write a realistic synthetic behavior log (the embedded default data)"),
@@ -56,7 +53,16 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def configure_process() -> None:
+    """What the command line sets for the whole process, before a verb imports torch: OpenMP threads that spin
+    while waiting stall 2-7x when another process shares the cores (measured by `behaviorlm bench`), and passive
+    waiting costs nothing on an idle machine; the package's messages on stderr."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    show_on_stderr()
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     argv = sys.argv[1:] if argv is None else argv
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(verb if verb in VERBS else None)

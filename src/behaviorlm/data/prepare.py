@@ -8,8 +8,6 @@ failed run never leaves half a dataset; bad input is reported before anything is
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from behaviorlm.data.samples import behavior_stats, build_splits, fold_vocabular
 from behaviorlm.data.simulate import simulate_config
 from behaviorlm.data.types import SPLITS, PreparedData, Stats, write_json_atomic
 from behaviorlm.errors import InputError, check_destination
+from behaviorlm.files import atomic_path, remove_stale
 
 
 def _validated(events: pd.DataFrame, config: DataConfig, source: str) -> tuple[pd.DataFrame, ImportReport]:
@@ -95,35 +94,16 @@ def check_replaceable(out_dir: str | Path) -> Path:
 def write_dataset(out_dir: Path, events: pd.DataFrame, splits: dict[str, pd.DataFrame], stats: Stats,
                   history_len: int, started: float, progress: bool = True) -> PreparedData:
     """The splits (sample indexes into ``events``) and stats.json, built beside ``out_dir`` and renamed into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}")
-    tmp.mkdir()
-    try:
+    remove_stale(out_dir.parent, only=out_dir.name)  # left by a prepare that was killed
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
         bar = tqdm(SPLITS, desc="writing splits", unit="split", disable=None if progress else True, leave=False)
         for name in bar:
             pq.write_table(sample_table(events, splits[name], history_len), tmp / f"{name}.parquet")
         stats.settings["seconds"] = round(time.perf_counter() - started, 3)
         write_json_atomic(stats.to_json(), tmp / "stats.json")
-        _replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return PreparedData(out_dir)
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is moved aside first and deleted only afterwards."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-    try:
-        new.rename(target)
-    except OSError:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary(data: PreparedData) -> str:
@@ -222,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"prepared {data.root} in {seconds:.1f}s from {config.events or 'the simulator'}")
     print(summary(data))
     return 0
+
 
 def run_like(args: argparse.Namespace) -> int:
     from behaviorlm.data.like import like_config, prepare_like, reference

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from behaviorlm.errors import InputError
+from behaviorlm.files import atomic_path
+from behaviorlm.files import write_json_atomic as write_json_atomic  # where most modules import it from
 
 _EPOCH = datetime(1970, 1, 1)
 SPLITS = ("train", "valid", "test", "balanced_test")
@@ -142,10 +144,8 @@ def samples_from_table(table: pa.Table) -> list[Sample]:
 
 
 def write_samples(samples: list[Sample], path: Path) -> None:
-    """Atomic: written to a temporary name, then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    samples_to_frame(samples).to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        samples_to_frame(samples).to_parquet(tmp, index=False)
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -260,9 +260,3 @@ def read_stats(path: Path) -> Stats:
     if not stats.behaviors or not all(isinstance(b.name, str) and b.name for b in stats.behaviors):
         raise InputError("lists no behaviors, or one without a name; run `behaviorlm prepare` again", file=str(path))
     return stats
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)

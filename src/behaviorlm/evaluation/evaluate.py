@@ -25,6 +25,7 @@ from behaviorlm.config import EvalConfig, PromptConfig
 from behaviorlm.data.types import PreparedData, write_json_atomic
 from behaviorlm.errors import InputError
 from behaviorlm.evaluation.metrics import compute_metrics
+from behaviorlm.files import atomic_path
 from behaviorlm.evaluation.new_log import IMPORT_OPTIONS, add_import_options
 from behaviorlm.evaluation.new_log import score as score_run
 from behaviorlm.lm.formats import rank_samples
@@ -37,9 +38,8 @@ PREDICTION_COLUMNS = ["sample_id", "user_id", "split", "label", "pred", "top"]
 
 def write_predictions(rows: list[dict], out_dir: Path) -> None:
     """``out_dir/predictions.parquet``, atomically: one row per scored sample (PREDICTION_COLUMNS)."""
-    tmp = out_dir / "predictions.parquet.tmp"
-    pd.DataFrame(rows, columns=PREDICTION_COLUMNS).to_parquet(tmp, index=False)
-    tmp.replace(out_dir / "predictions.parquet")
+    with atomic_path(out_dir / "predictions.parquet") as tmp:
+        pd.DataFrame(rows, columns=PREDICTION_COLUMNS).to_parquet(tmp, index=False)
 
 
 def evaluate_model(

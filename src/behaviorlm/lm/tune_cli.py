@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from behaviorlm.data.types import PreparedData, Sample
@@ -67,21 +66,10 @@ def choose_subset(data: PreparedData, subset: str) -> list[Sample]:
     return [by_id[i] for i in ids]
 
 
-def show_progress_logs() -> None:
-    """Print the package's progress messages (validation results, resuming) unless logging is configured."""
-    logger = logging.getLogger("behaviorlm")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import load_config
     from behaviorlm.recipe.stages import tune_on_samples
 
-    show_progress_logs()
     overrides = list(args.set) + ([f"prompt.format={args.format}"] if args.format else [])
     config = load_config(args.config, overrides)
     data = PreparedData(args.data)

@@ -31,11 +31,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from behaviorlm.config import LoraConfig, ModelConfig, PromptConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
+from behaviorlm.files import atomic_path, copy_tree_atomic
+from behaviorlm.lm.checkpoints import last_valid_checkpoint
 from behaviorlm.lm.formats import TrainingExample, rank_samples, training_examples
 from behaviorlm.lm.loading import attach_adapter, load_model, peft_quietly
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat
@@ -150,6 +152,21 @@ def count_answers(labels: torch.Tensor) -> int:
     return int((labelled[:, 1:] & ~labelled[:, :-1]).sum() + labelled[:, 0].sum())
 
 
+class EpochOrder(LengthGroupedSampler):
+    """Trainer's length-grouped order, drawn from (seed, epoch) alone. Trainer draws it from the global torch RNG,
+    which a run resumed in a later epoch reaches in another state: its data order, and so its adapter, would differ
+    from an uninterrupted run's."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        digest = hashlib.sha256(f"{self.seed}:{epoch}".encode()).hexdigest()
+        self.generator = torch.Generator().manual_seed(int(digest[:15], 16))
+
+
 class AnswerOnlyTrainer(Trainer):
     """Trainer whose loss runs the language-model head only at positions that predict a label."""
 
@@ -159,6 +176,12 @@ class AnswerOnlyTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tokens_seen = 0
         self.answers_seen = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            return EpochOrder(sampler.batch_size, sampler.lengths, self.args.seed)
+        return sampler
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -211,13 +234,10 @@ def schedule_arguments(train: TrainConfig) -> dict:
 
 
 def _atomic_save_adapter(model, target: Path, extra: dict | None = None) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    if extra is not None:
-        write_json_atomic(extra, tmp / "validation.json")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_path(target) as tmp:
+        model.save_pretrained(str(tmp))
+        if extra is not None:
+            write_json_atomic(extra, tmp / "validation.json")
 
 
 class ValidationCallback(TrainerCallback):
@@ -307,14 +327,23 @@ def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None, seed: 
         return get_peft_model(model, config)
 
 
+def _read_json(path: Path) -> dict | None:
+    """A JSON file's content; None when it is missing or unreadable (not written whole)."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 def _completed(out_dir: Path, spec: dict) -> TuneResult | None:
     """The result of a finished stage with this spec; refuses a folder that holds another stage."""
     spec_file, done_file = out_dir / "tune_spec.json", out_dir / "tune.json"
-    if spec_file.is_file() and json.loads(spec_file.read_text()) != json.loads(json.dumps(spec)):
+    saved_spec = _read_json(spec_file)
+    if saved_spec is not None and saved_spec != json.loads(json.dumps(spec)):
         raise InputError("holds a tuning run with other data or settings; choose a new --out folder or delete it",
                          file=str(out_dir))
-    if done_file.is_file() and (out_dir / "adapter" / "adapter_config.json").is_file():
-        raw = json.loads(done_file.read_text())
+    raw = _read_json(done_file)
+    if raw is not None and (out_dir / "adapter" / "adapter_config.json").is_file():
         log.info("%s: stage already complete", out_dir)
         return TuneResult(out_dir / "adapter", raw["best_metric"], raw["steps"], raw["seconds"], raw["tokens"],
                           raw["history"], raw.get("validation_seconds", 0.0), raw.get("answers", 0),
@@ -347,13 +376,13 @@ def _training_arguments(out_dir: Path, train: TrainConfig, model, progress: bool
 
 def _keep_adapter(trainer: AnswerOnlyTrainer, model, out_dir: Path, validation: ValidationCallback | None
                   ) -> float | None:
-    """Move the stage's final adapter to ``out_dir/adapter``: the best validated one, else the last; its accuracy."""
+    """Write the stage's final adapter to ``out_dir/adapter``: the best validated one, else the last; its accuracy.
+    ``best/`` is copied, not moved: until ``tune.json`` is written a rerun resumes, and needs it to know the best."""
     adapter_dir = out_dir / "adapter"
     if validation is not None and (out_dir / "best").is_dir():
         _load_adapter_weights(model, out_dir / "best")
         best_metric = json.loads((out_dir / "best" / "validation.json").read_text())["accuracy"]
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        (out_dir / "best").rename(adapter_dir)
+        copy_tree_atomic(out_dir / "best", adapter_dir)
         return best_metric
     _atomic_save_adapter(model, adapter_dir)
     return None
@@ -418,8 +447,7 @@ def tune(
     trainer = AnswerOnlyTrainer(model=model, args=_training_arguments(out_dir, train, model, progress),
                                 train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id or 0),
                                 callbacks=callbacks)
-    checkpoints = out_dir / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = last_valid_checkpoint(out_dir / "checkpoints")
     if resume:
         log.info("resuming from %s", resume)
     start = time.perf_counter()
@@ -433,6 +461,7 @@ def tune(
     if trainer.is_world_process_zero():
         result.best_metric = _keep_adapter(trainer, model, out_dir, validation)
         write_json_atomic(result.to_json(), out_dir / "tune.json")
+        shutil.rmtree(out_dir / "best", ignore_errors=True)
     model.eval()
     return result
 
