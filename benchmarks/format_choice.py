@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=10, help="the packed format also trains on this many times more")
     parser.add_argument("--valid", type=int, default=200, help="validation samples scored (the same for every model)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--set-packed", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for the packed runs only, e.g. train.batch_size=1 (a batch is that "
+                             "many segments of prompt.segment_targets targets each)")
     args = parser.parse_args(argv)
 
     from behaviorlm.data.prepare import prepare_dataset
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "data" / "stats.json").is_file():
         prepare_dataset(base.data, out / "data", simulator=base.simulator)
     data = PreparedData(out / "data")
-    packed = base.model_copy(update={"prompt": base.prompt.model_copy(update={"format": "packed"})})
-    paper = base.model_copy(update={"prompt": base.prompt.model_copy(update={"format": "paper"})})
+    paper = load_config(args.config, [*args.set, "prompt.format=paper"])
+    packed = load_config(args.config, [*args.set, "prompt.format=packed", *args.set_packed])
     train = data.split("train")
     large = cap(train, args.targets * args.scale, base.train.seed, packed.prompt, train)
     small = large[: args.targets]  # whole segments first: the small set is a prefix of the large one's segments

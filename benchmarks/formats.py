@@ -2,7 +2,8 @@
 
 - **Training**: the same consecutive training samples are the targets of a one-epoch LoRA stage in each format
   (paper: one chat per sample; packed: segments of ``segment_targets`` targets), trained by the project's tuner,
-  each format in its own process so its peak RSS is its own. Rate: targets / ``Trainer.train()`` seconds.
+  each format in its own process so its peak RSS is its own. Rate: targets / ``Trainer.train()`` seconds; the
+  steady rate leaves the first optimizer step (one-off set-up) out, as a stage of many steps sees it.
 - **Evaluation**: the same consecutive test samples ranked in each format (packed: the test split supplies the
   segments' events), each format in its own process. Rate: predictions / seconds of ``rank_samples``.
 
@@ -91,8 +92,11 @@ def train_format(model_name: str, data_dir: Path, prompt: PromptConfig, n: int, 
     train = TrainConfig(epochs=1, batch_size=batch_size, save_every=10**6, eval_samples=0, seed=0, max_length=8192)
     result = benchmark_training(model_name, examples, LoraConfig(dropout=0.0), train, workdir, isolate=isolate,
                                 trainers=("project",))["project"]
+    steps = result["step_seconds"]
+    # Without the first step (thread pool, allocator and autograd set-up), as a long stage runs.
+    steady = (len(samples) * (len(steps) - 1) / len(steps) / sum(steps[1:])) if len(steps) > 1 else None
     return {**result, "format": prompt.format, "targets": len(samples), "chats": len(examples),
-            "targets_per_s": len(samples) / result["seconds"]}
+            "targets_per_s": len(samples) / result["seconds"], "steady_targets_per_s": steady}
 
 
 def benchmark_formats(model_name: str, data_dir: Path, train_samples: int, eval_samples: int,
@@ -110,6 +114,8 @@ def benchmark_formats(model_name: str, data_dir: Path, train_samples: int, eval_
                                                / out["train"]["paper"]["targets_per_s"])
     out["packed_eval_predictions_per_s_ratio"] = (out["eval"]["packed"]["predictions_per_s"]
                                                   / out["eval"]["paper"]["predictions_per_s"])
+    steady = [out["train"][name]["steady_targets_per_s"] for name in ("packed", "paper")]
+    out["packed_train_steady_targets_per_s_ratio"] = steady[0] / steady[1] if None not in steady else None
     return out
 
 

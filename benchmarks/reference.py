@@ -47,7 +47,9 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
     """LoRA-train ``model`` with HF Trainer; returns seconds, steps, losses and token counts."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import TrainingArguments
+
+    from benchmarks.training import StepTimer
 
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
@@ -58,15 +60,7 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
     features = encode_examples(tokenizer, examples, train.max_length)
     collator = PadToLongest(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
-    step_seconds: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            step_seconds.append(time.perf_counter() - self.started)
-
+    timer = StepTimer()
     args = TrainingArguments(
         output_dir=str(out_dir),
         **schedule_arguments(train),
@@ -80,11 +74,11 @@ def train_reference(model, tokenizer, examples: Sequence[list[dict[str, str]]], 
         disable_tqdm=True,
     )
     trainer = PaperScheduleTrainer(model=model, args=args, train_dataset=features, data_collator=collator,
-                                   callbacks=[StepTimer()])
+                                   callbacks=[timer])
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     model.eval()
-    return {"model": model, "seconds": seconds, "steps": trainer.state.global_step, "step_seconds": step_seconds,
+    return {"model": model, "seconds": seconds, "steps": trainer.state.global_step, "step_seconds": timer.seconds,
             "losses": losses, "padded_tokens": collator.padded_tokens, "real_tokens": collator.real_tokens}

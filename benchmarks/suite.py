@@ -286,13 +286,16 @@ def _formats(report: dict, options: Options, sizes: Sizes, folders, workdir: Pat
                                sizes.segment_targets, sizes.train_batch_size, workdir / "formats", options.isolate)
     report["formats"] = result
     command = options.command("formats")
-    for name in ("packed_train_targets_per_s_ratio", "packed_eval_predictions_per_s_ratio"):
-        report[name] = result[name]
-        _figure(report, name, result[name], "x", command)
+    for name in ("packed_train_targets_per_s_ratio", "packed_train_steady_targets_per_s_ratio",
+                 "packed_eval_predictions_per_s_ratio"):
+        if result[name] is not None:
+            report[name] = result[name]
+            _figure(report, name, result[name], "x", command)
     for name in ("paper", "packed"):
         train, evaluation = result["train"][name], result["eval"][name]
         for figure, value, unit in [
             (f"train_targets_per_s[{name}]", train["targets_per_s"], "targets/s"),
+            (f"train_steady_targets_per_s[{name}]", train["steady_targets_per_s"], "targets/s"),
             (f"train_tokens_per_target[{name}]", train["tokens"] / train["targets"], "tokens"),
             (f"train_peak_rss_gb[{name}]", train["peak_rss_bytes"] / 1e9, "GB"),
             (f"eval_predictions_per_s[{name}]", evaluation["predictions_per_s"], "predictions/s"),

@@ -24,12 +24,26 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from behaviorlm.config import LoraConfig, TrainConfig
 from behaviorlm.lm.tuning import label_positions
 
 TRAINERS = ("project", "reference")
 REPO = Path(__file__).resolve().parents[1]
+
+
+class StepTimer(TrainerCallback):
+    """Wall seconds of each optimizer step (``seconds``), to tell one-off first-step costs from the steady rate."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self.started)
 
 
 def peak_rss_bytes() -> int:
@@ -75,10 +89,11 @@ def run_trainer(trainer: str, model_name: str, examples: list, lora: LoraConfig,
         result = train_reference(model, tokenizer, examples, workdir / "reference", lora, train)
         trained = result.pop("model")
     elif trainer == "project":
-        out = tune(model, tokenizer, examples, workdir / "project", lora, train, progress=False)
+        timer = StepTimer()
+        out = tune(model, tokenizer, examples, workdir / "project", lora, train, progress=False, callbacks=[timer])
         trained = out.model
         result = {"seconds": out.seconds, "steps": out.steps, "losses": [h["loss"] for h in out.history if "loss" in h],
-                  "real_tokens": out.tokens}
+                  "real_tokens": out.tokens, "step_seconds": timer.seconds}
     else:
         raise ValueError(f"unknown trainer {trainer!r}; expected one of {TRAINERS}")
     rss = peak_rss_bytes()

@@ -58,7 +58,7 @@ class Sizes:
 
 QUICK = Sizes(train_samples=16, train_batch_size=4, predict_samples=6, separate_samples=2, generate_samples=6,
               matmul_n=3072, thread_counts=(), rank_batch_sizes=(), sim_users=40, sim_days=5,
-              format_train_samples=48, format_eval_samples=48)
+              format_train_samples=96, format_eval_samples=48)
 FULL = Sizes()
 
 
