@@ -1,9 +1,10 @@
 """Choose tuning settings on the validation split: plain fine-tuning under each combination of a small grid.
 
 Every combination trains one stage (the config's stage-one samples for ``--subset``, capped at
-``train.max_train_samples``) and is scored on the same ``--valid`` random validation samples, in the config's prompt
-format. The test split is never read. Printed, best first: the settings, targets, training seconds, validation
-accuracy (Rec_w) and class-averaged accuracy (Overall) with their 95 % intervals (bootstrap over users).
+``train.max_train_samples``) and is scored on the same ``--valid`` validation samples (stretches of consecutive
+samples from every validation user, as ``eval.limit`` takes test samples), in the config's prompt format. The
+test split is never read. Printed, best first: the settings, targets, training seconds, validation accuracy
+(Rec_w) and class-averaged accuracy (Overall) with their 95 % intervals (bootstrap over users).
 
     python -m benchmarks.sweep --config configs/demo.yaml --out runs/sweep \\
         --grid train.learning_rate=3e-4,1e-3,3e-3 --grid lora.last_n_layers=6,10
@@ -16,13 +17,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import random
 from pathlib import Path
 
 import yaml
 
 from behaviorlm.config import load_config
-from behaviorlm.data.types import PreparedData
+from behaviorlm.data.types import PreparedData, stretches
 
 from benchmarks.format_choice import score
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_dataset(base.data, out / "data", simulator=base.simulator)
     data = PreparedData(out / "data")
     valid_split = data.split("valid")
-    valid = random.Random(base.train.seed).sample(valid_split, min(args.valid, len(valid_split)))
+    valid = stretches(valid_split, min(args.valid, len(valid_split)), seed=f"valid:{args.valid}")
     labels, users = [s.label for s in valid], [s.user_id for s in valid]
     axes = [(key, [yaml.safe_load(v) for v in values.split(",")])
             for key, values in (item.split("=", 1) for item in args.grid)]

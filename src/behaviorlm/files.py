@@ -26,15 +26,16 @@ def temporary(target: Path, kind: str = "tmp") -> Path:
 
 
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | Path, replace: bool = True) -> Iterator[Path]:
     """A temporary path beside ``target`` to write a file to, or to create and fill a folder in; when the block
-    ends without an exception it replaces ``target``, else it is removed."""
+    ends without an exception it replaces ``target``, else it is removed. ``replace=False``: a ``target`` that
+    exists by then (another process wrote the same content first) is kept and the new copy dropped."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary(target)
     try:
         yield tmp
-        _commit(tmp, target)
+        commit(tmp, target, replace)
     finally:
         _remove(tmp)
 
@@ -73,7 +74,10 @@ def remove_stale(folder: str | Path, *, only: str | None = None, recursive: bool
             path = Path(parent) / entry
             original = path.with_name(match["name"])
             if match["kind"] == "old" and not original.exists():
-                path.rename(original)
+                try:
+                    path.rename(original)
+                except OSError:  # another process put it back first
+                    pass
                 continue
             _remove(path)
             removed.append(path)
@@ -98,9 +102,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _commit(tmp: Path, target: Path) -> None:
+def commit(tmp: Path, target: Path, replace: bool = True) -> None:
+    """Flush ``tmp`` to disk and rename it to ``target`` (for writers that cannot use ``atomic_path``'s block)."""
     _sync(tmp)
-    if tmp.is_dir() and target.exists():
+    if not replace:
+        if target.exists():
+            return
+        try:
+            tmp.rename(target)
+        except OSError:  # a folder that another process renamed into place since
+            if not target.exists():
+                raise
+    elif tmp.is_dir() and target.exists():
         old = temporary(target, "old")
         target.rename(old)
         tmp.rename(target)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BEHAVIORS, make_samples
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from behaviorlm.config import LoraConfig, TrainConfig
@@ -147,6 +148,41 @@ def test_interrupted_run_resumes_from_the_last_checkpoint(tmp_path, tiny):
 
     with pytest.raises(InputError, match="other data or settings"):
         tune(tiny_model()[0], tiny[1], examples(8), out, LORA, train, progress=False)
+
+
+def truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGE = {  # what a kill while Trainer writes a checkpoint folder can leave
+    "empty-folder": lambda ckpt: [f.unlink() for f in ckpt.iterdir()],
+    "truncated-weights": lambda ckpt: truncate(ckpt / "adapter_model.safetensors"),
+    "truncated-optimizer": lambda ckpt: truncate(ckpt / "optimizer.pt"),
+    "truncated-trainer-state": lambda ckpt: truncate(ckpt / "trainer_state.json"),
+}
+RESUMABLE = dict(lora=LORA.model_copy(update={"dropout": 0.1}),  # dropout: the checkpoint's RNG state matters
+                 train=TrainConfig(batch_size=4, max_steps=4, save_every=1, learning_rate=1e-3))  # 2 epochs of 2 steps
+
+
+@pytest.fixture(scope="module")
+def straight_weights(tmp_path_factory, tiny):
+    result = tune(tiny_model()[0], tiny[1], examples(8), tmp_path_factory.mktemp("straight"), **RESUMABLE,
+                  progress=False)
+    return load_file(result.adapter_dir / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, tiny, straight_weights, caplog, damage):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        tune(tiny_model()[0], tiny[1], examples(8), out, **RESUMABLE, progress=False, callbacks=[StopAt(3)])
+    DAMAGE[damage](out / "checkpoints" / "checkpoint-2")
+
+    resumed = tune(tiny_model()[0], tiny[1], examples(8), out, **RESUMABLE, progress=False)
+    assert "checkpoint-2: damaged" in caplog.text and "resuming from the checkpoint before it" in caplog.text
+    assert min(h["step"] for h in resumed.history) == 2  # resumed from checkpoint-1
+    weights = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert max(float((weights[k] - straight_weights[k]).abs().max()) for k in weights) == 0.0
 
 
 def test_validation_keeps_the_best_adapter(tmp_path, fresh_tiny):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from behaviorlm.config import AuxConfig
 from behaviorlm.errors import InputError
+from behaviorlm.files import write_text_atomic
 
 if TYPE_CHECKING:
     from behaviorlm.lm.tuning import TrainingExample
@@ -181,12 +182,7 @@ def load_conversations(aux: AuxConfig | None = None) -> list[list[Message]]:
             pool.append(kept)
     if not pool:
         raise InputError("no usable conversation (expected ShareGPT or chat-format records)", file=str(source))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(cached.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for conversation in pool:
-            handle.write(json.dumps(conversation, ensure_ascii=False) + "\n")
-    tmp.replace(cached)
+    write_text_atomic(cached, "".join(json.dumps(conversation, ensure_ascii=False) + "\n" for conversation in pool))
     log.info("%s: %d conversations kept (cached in %s)", source.name, len(pool), cached)
     return pool
 

@@ -33,6 +33,7 @@ import pandas as pd
 
 from behaviorlm.data.types import EVENT_COLUMNS
 from behaviorlm.errors import InputError
+from behaviorlm.files import atomic_path
 
 GROUP_COLUMN = "behavior_group"
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -227,10 +228,8 @@ def write_events(events: pd.DataFrame, path: str | Path) -> Path:
     if suffix not in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES, ".jsonl", ".ndjson"):
         raise InputError(f"unsupported output type {suffix or '(none)'!r}; use .csv, .parquet or .jsonl",
                          file=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     frame = events.copy()
-    try:
+    with atomic_path(path) as tmp:
         if suffix in PARQUET_SUFFIXES:
             frame.to_parquet(tmp, index=False)
         else:
@@ -240,9 +239,6 @@ def write_events(events: pd.DataFrame, path: str | Path) -> Path:
                 frame.to_csv(tmp, index=False, sep=TEXT_SUFFIXES[suffix], compression=compression)
             else:
                 frame.to_json(tmp, orient="records", lines=True, force_ascii=False, compression=compression)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,6 +18,7 @@ figures:
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import statistics
 from pathlib import Path
@@ -30,6 +31,8 @@ from behaviorlm.evaluation.evaluate import PROTOCOLS
 from behaviorlm.evaluation.uncertainty import mean_intervals, scored
 from behaviorlm.recipe.pipeline import Pipeline
 from behaviorlm.recipe.stages import ModelStage, model_stage
+
+log = logging.getLogger(__name__)
 
 GROUPS = ("overall", "head", "medium", "tail")
 METRICS = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
@@ -236,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out or Path("runs") / Path(args.config).stem)
     names = list(EXPERIMENTS) if "all" in args.names else args.names
     for name in names:
-        print(f"[behaviorlm] experiment {name}")
+        log.info("experiment %s", name)
         run_experiment(name, config, root, args.seeds, args.shots, args.fractions, args.models)
-        print(f"[behaviorlm] wrote {root / 'experiments' / (name.replace('-', '_') + '.json')}")
+        log.info("wrote %s", root / "experiments" / (name.replace("-", "_") + ".json"))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import zipfile
@@ -22,7 +23,8 @@ _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
 def last_valid_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint in ``folder`` that reads back whole; damaged newer ones are removed."""
+    """The newest checkpoint in ``folder`` that reads back whole; damaged newer ones are removed (by the main process
+    when a launcher runs several: the others make the same choice)."""
     if not folder.is_dir():
         return None
     found = [(int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _STEP.match(p.name))]
@@ -30,14 +32,18 @@ def last_valid_checkpoint(folder: Path) -> str | None:
         problem = checkpoint_problem(path)
         if problem is None:
             return str(path)
-        log.warning("%s: damaged (%s); removed, resuming from the checkpoint before it", path, problem)
-        shutil.rmtree(path)
+        if os.environ.get("RANK", "0") == "0":
+            log.warning("%s: damaged (%s); removed, resuming from the checkpoint before it", path, problem)
+            shutil.rmtree(path, ignore_errors=True)
     return None
 
 
 def checkpoint_problem(path: Path) -> str | None:
     """Why the checkpoint folder cannot be resumed from, or None."""
-    names = {p.name for p in path.iterdir() if p.is_file()}
+    try:
+        names = {p.name for p in path.iterdir() if p.is_file()}
+    except FileNotFoundError:  # removed by another process meanwhile
+        return "removed"
     missing = [name for name in REQUIRED if name not in names]
     if missing:
         return f"no {missing[0]}"

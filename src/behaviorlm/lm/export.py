@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import time
 from pathlib import Path
 
 from behaviorlm.errors import InputError, check_destination
+from behaviorlm.files import atomic_path, remove_stale
 
 MARKER = "behaviorlm.json"
 """Written into every export; an existing folder with it may be replaced by a new export, no other folder."""
@@ -46,21 +44,12 @@ def save_merged(model, tokenizer, out_dir: str | Path, info: dict | None = None)
         merged.generation_config = GenerationConfig.from_model_config(merged.config)
     if merged.generation_config.pad_token_id is None:
         merged.generation_config.pad_token_id = tokenizer.pad_token_id
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}")
-    try:
+    remove_stale(out_dir.parent, only=out_dir.name)
+    with atomic_path(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         merged.generation_config.save_pretrained(str(tmp))  # also when the model class cannot generate
         tokenizer.save_pretrained(str(tmp))
         (tmp / MARKER).write_text(json.dumps(info or {}, indent=2, default=str))
-        old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}") if out_dir.exists() else None
-        if old is not None:
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

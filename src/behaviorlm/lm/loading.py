@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from behaviorlm.errors import InputError
+from behaviorlm.files import atomic_path, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,10 @@ def _atomic_folder(final: Path, fill) -> Path:
     """Write a folder under a temporary name and rename it, so a crash never leaves a half-written cache."""
     if final.is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    remove_stale(final.parent, only=final.name)
+    with atomic_path(final, replace=False) as tmp:  # another process may win the race; its copy is identical
+        tmp.mkdir()
         fill(tmp)
-        try:
-            tmp.rename(final)
-        except OSError:  # another process won the race; its copy is identical
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -103,12 +103,14 @@ class Run:
         without the prefix>`` and holds nothing but the step's output; a done one with the same fingerprint and
         folder name (an experiment evaluating a model the main run already evaluated) is copied, not recomputed."""
         record = self.manifest["stages"].get(name)
+        damaged = None
         if record and record["fingerprint"] == fp and record["status"] == "done" and folder.exists():
             changed = changed_output(folder, record.get("outputs"))
             if changed is None:
                 self.log(f"{name}: done, skipped")
                 return record["result"]
             logger.warning("%s: %s since the stage finished; running it again", name, changed)
+            damaged = record
             shutil.rmtree(folder)
         elif folder.exists() and (record is None or record["fingerprint"] != fp):
             self.log(f"{name}: configuration changed, starting over")
@@ -134,9 +136,13 @@ class Run:
         seed_stage(self.config.train.seed, fp)
         result = step(folder)
         seconds = time.perf_counter() - started
+        outputs = output_hashes(folder)
+        if damaged is not None and outputs != damaged.get("outputs"):
+            logger.warning("%s: the rerun's outputs differ from the first run's (not bitwise reproducible here); the "
+                           "stages after it were built on the first", name)
         self.record(name, folder, {
             "fingerprint": fp, "status": "done", "seconds": round(seconds, 1), "resumed": resuming, "result": result,
-            "outputs": output_hashes(folder),
+            "outputs": outputs,
         })
         self.log(f"{name}: done in {seconds:.0f} s")
         return result

@@ -26,6 +26,7 @@ import pandas as pd
 from behaviorlm.config import DataConfig
 from behaviorlm.data.types import Event
 from behaviorlm.errors import InputError, check_destination
+from behaviorlm.files import commit, temporary
 
 if TYPE_CHECKING:
     from behaviorlm.serving.api import Predictor
@@ -185,7 +186,7 @@ class RowWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp = temporary(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(self.tmp, "w", newline="", encoding="utf-8")
         self.csv = None
@@ -201,7 +202,7 @@ class RowWriter:
 
     def commit(self) -> None:
         self.handle.close()
-        self.tmp.replace(self.path)
+        commit(self.tmp, self.path)
 
     def abort(self) -> None:
         self.handle.close()

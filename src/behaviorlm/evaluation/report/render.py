@@ -42,6 +42,7 @@ from behaviorlm.evaluation.report.tables import (
     training_table,
     selection_table,
 )
+from behaviorlm.files import write_bytes_atomic
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -269,9 +270,7 @@ def render_markdown(title: str, sections_: list[Section], missing: list[str]) ->
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
+    write_bytes_atomic(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
 
 def render_report(run_dir: str | Path) -> tuple[Path, Path]:
