@@ -101,3 +101,16 @@ def test_each_stage_trains_on_exactly_its_samples(tmp_path, tiny_backbone, small
 
     rows = {row[0]: row for row in training_table(load_run(root)).rows}
     assert rows["BehaviorLM"][1:4] == [prompt_format, f"6 + {selected}", f"{6 + selected}"]
+
+
+def test_the_closing_table_prints_intervals_and_paired_differences(tmp_path, tiny_backbone, small_config, capsys):
+    from behaviorlm.recipe.pipeline import print_differences, print_table
+
+    root = tmp_path / "run"
+    results = Pipeline(small_config().model_copy(update={"variants": ["ft", "behaviorlm"]}), root).execute()
+    print_table(results)
+    print_differences(root, list(results))
+    out = capsys.readouterr().out
+    ft_line = next(line for line in out.splitlines() if line.startswith("ft "))
+    assert ft_line.count("[") == 6  # every metric with its interval
+    assert "behaviorlm - ft: LT overall" in out and "NB rec_w" in out

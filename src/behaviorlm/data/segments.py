@@ -96,7 +96,8 @@ def _pack_user(user: str, items: list[tuple[int, Sample]], log: dict[int, Event]
     def close() -> None:
         if chosen:
             events = tuple(log[p] for p in range(start, end + 1))
-            out.append(Segment(user, events, tuple(p - start for p, _ in chosen), tuple(s.sample_id for _, s in chosen)))
+            targets = tuple(p - start for p, _ in chosen)
+            out.append(Segment(user, events, targets, tuple(s.sample_id for _, s in chosen)))
 
     for at, sample in items:
         first = at - len(sample.history)

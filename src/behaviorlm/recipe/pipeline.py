@@ -326,19 +326,51 @@ class Pipeline:
 
 
 def summarize(metrics: dict) -> dict:
+    """The six metrics of each protocol with their 95 % intervals (``ci95``), as the manifest records them."""
     keys = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
-    return {p: {k: metrics[p].get(k) for k in keys} for p in ("next_behavior", "long_tail") if p in metrics}
+    return {p: {**{k: metrics[p].get(k) for k in keys}, "ci95": {k: (metrics[p].get("ci95") or {}).get(k)
+                                                                  for k in keys}}
+            for p in ("next_behavior", "long_tail") if p in metrics}
 
 
 def print_table(results: dict[str, dict]) -> None:
+    """Each model's six metrics with their 95 % intervals (bootstrap over users)."""
     keys = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
-    header = f"{'model':<14}" + "".join(f"{k:>9}" for k in keys[:2]) + " |" + "".join(f"{k:>9}" for k in keys[2:])
-    print(header)
+    print(f"{'model':<14}" + "".join(f"{k:>18}" for k in keys[:2]) + " |" + "".join(f"{k:>18}" for k in keys[2:]))
     for name, result in results.items():
-        nb, lt = result.get("next_behavior", {}), result.get("long_tail", {})
-        cells = [nb.get(k) for k in keys[:2]] + [lt.get(k) for k in keys[2:]]
-        text = ["      -  " if v is None else f"{v:9.3f}" for v in cells]
-        print(f"{name:<14}" + "".join(text[:2]) + " |" + "".join(text[2:]))
+        cells = []
+        for protocol, shown in (("next_behavior", keys[:2]), ("long_tail", keys[2:])):
+            values = result.get(protocol, {})
+            for key in shown:
+                value, ci = values.get(key), (values.get("ci95") or {}).get(key)
+                text = "-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f},{ci[1]:.2f}]" if ci else "")
+                cells.append(f"{text:>18}")
+        print(f"{name:<14}" + "".join(cells[:2]) + " |" + "".join(cells[2:]))
+
+
+def print_differences(root: Path, names: list[str]) -> None:
+    """BehaviorLM minus each other model on the same samples, with the paired bootstrap's 95 % interval."""
+    from behaviorlm.evaluation.report.artifacts import PROTOCOL_SHORT, load_run
+    from behaviorlm.evaluation.report.tables import paired
+
+    if "behaviorlm" not in names:
+        return
+    run = load_run(root)
+    shown = [("long_tail", "overall"), ("long_tail", "head"), ("long_tail", "tail"), ("next_behavior", "rec_w")]
+    lines = []
+    for other in (n for n in names if n != "behaviorlm"):
+        cells = []
+        for protocol, metric in shown:
+            diff = paired(run, "behaviorlm", other, protocol, metric)
+            if diff is not None and diff.value is not None and diff.ci95 is not None:
+                mark = "" if diff.significant else " n.s."
+                low, high = diff.ci95
+                cells.append(f"{PROTOCOL_SHORT[protocol]} {metric} {diff.value:+.3f} [{low:+.3f}, {high:+.3f}]{mark}")
+        if cells:
+            lines.append(f"  behaviorlm - {other}: " + "; ".join(cells))
+    if lines:
+        print("\npaired differences on the same samples (95 % interval over users; n.s. = it includes 0):")
+        print("\n".join(lines))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -356,4 +388,5 @@ def run(args: argparse.Namespace) -> int:
     results = Pipeline(config, root).execute()
     print(f"\nrun folder: {root}   (next-behavior: prec_w rec_w | long-tail: overall head medium tail)")
     print_table(results)
+    print_differences(root, list(results))
     return 0
