@@ -15,6 +15,7 @@ import sys
 from pydantic_core import ValidationError
 
 from behaviorlm.errors import InputError
+from behaviorlm.hosts import gpu_host
 from behaviorlm.logs import show_on_stderr
 
 VERBS: dict[str, tuple[str, str]] = {
@@ -56,8 +57,9 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 def configure_process() -> None:
     """What the command line sets for the whole process, before a verb imports torch: OpenMP threads that spin
     while waiting stall 2-7x when another process shares the cores (measured by `behaviorlm bench`), and passive
-    waiting costs nothing on an idle machine; the package's messages on stderr."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    waiting costs nothing on an idle machine (left alone on GPU hosts); the package's messages on stderr."""
+    if not gpu_host():
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     show_on_stderr()
 
 

@@ -120,6 +120,10 @@ class TrainConfig(Section):
     max_length: int = Field(1024, ge=16)
     seed: int = 0
     bf16: Literal["auto", True, False] = "auto"
+    num_processes: int = Field(1, ge=1, exclude_if=lambda n: n == 1)
+    """Data-parallel processes of a tuning stage (``recipe.launch``), each ``batch_size`` samples a step; unused
+    under a launcher (``accelerate launch``, ``torchrun``), whose own process count decides. Left out of the
+    configuration's dump (and so of the stage fingerprints) at 1, so runs that never set it keep their stages."""
 
 
 class AuxConfig(Section):

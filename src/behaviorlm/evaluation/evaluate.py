@@ -171,7 +171,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import allowed_remote_code, load_config
     from behaviorlm.errors import check_destination
-    from behaviorlm.lm.loading import for_inference, load_model
+    from behaviorlm.lm.loading import check_int8, for_inference, load_model
 
     if args.run:
         return score_run(args)
@@ -200,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
     trusted = allowed_remote_code(config.model, args.trust_remote_code, args.config)
+    if args.int8:
+        check_int8(config.model.device)
     model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype, adapter=args.adapter,
                                   trust_remote_code=trusted)
     model = for_inference(model, int8=args.int8)

@@ -29,6 +29,7 @@ from behaviorlm.config import RunConfig, load_config
 from behaviorlm.data.types import write_json_atomic
 from behaviorlm.evaluation.evaluate import PROTOCOLS
 from behaviorlm.evaluation.uncertainty import mean_intervals, scored
+from behaviorlm.recipe import launch
 from behaviorlm.recipe.pipeline import Pipeline
 from behaviorlm.recipe.stages import ModelStage, model_stage
 
@@ -238,8 +239,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     root = Path(args.out or Path("runs") / Path(args.config).stem)
     names = list(EXPERIMENTS) if "all" in args.names else args.names
-    for name in names:
-        log.info("experiment %s", name)
-        run_experiment(name, config, root, args.seeds, args.shots, args.fractions, args.models)
-        log.info("wrote %s", root / "experiments" / (name.replace("-", "_") + ".json"))
+
+    def experiments() -> None:
+        for name in names:
+            log.info("experiment %s", name)
+            run_experiment(name, config, root, args.seeds, args.shots, args.fractions, args.models)
+            log.info("wrote %s", root / "experiments" / (name.replace("-", "_") + ".json"))
+
+    launch.orchestrate(experiments)  # under a launcher, the ranks other than 0 serve rank 0's tuning stages
     return 0

@@ -67,7 +67,7 @@ def score(args: argparse.Namespace) -> int:
     from behaviorlm.config import PromptConfig, allowed_remote_code, load_config
     from behaviorlm.data.like import like_config, prepare_like, reference
     from behaviorlm.evaluation.evaluate import PROTOCOLS, evaluate_model, metrics_line
-    from behaviorlm.lm.loading import for_inference, load_model
+    from behaviorlm.lm.loading import check_int8, for_inference, load_model
     from behaviorlm.recipe.pipeline import print_table, summarize
     from behaviorlm.serving.api import read_model_json, resolve_run
 
@@ -91,6 +91,8 @@ def score(args: argparse.Namespace) -> int:
     config = load_config(config_path if config_path.is_file() else None, overrides)
     allowed_remote_code(config.model, args.trust_remote_code, config_path)
     models = run_models(root, args.model)
+    if args.int8:
+        check_int8(args.device or config.model.device)
     if args.events:
         options = {k: getattr(args, k) for k in IMPORT_OPTIONS}
         data_config = like_config(ref, args.events, format=args.format, dayfirst=args.dayfirst, **options)

@@ -227,6 +227,15 @@ def merged_adapter(model):
     return model.merge_and_unload()
 
 
+INT8_CPU_ONLY = "int8 inference runs on the CPU only; drop --int8 or use --device cpu"
+
+
+def check_int8(device: str) -> None:
+    """``--int8`` quantizes for the CPU: refused before any model is loaded when the model would go to a GPU."""
+    if pick_device(device).type != "cpu":
+        raise InputError(INT8_CPU_ONLY)
+
+
 def for_inference(model, int8: bool = False):
     """The model as prediction uses it: adapter merged (``merged_adapter``), eval mode, and with ``int8`` its
     linear layers quantized to dynamic int8 (weights int8 per output channel, activations quantized on the fly;
@@ -234,7 +243,7 @@ def for_inference(model, int8: bool = False):
     model = merged_adapter(model)
     if int8:
         if next(model.parameters()).device.type != "cpu":
-            raise InputError("int8 inference runs on the CPU only; drop --int8 or use --device cpu")
+            raise InputError(INT8_CPU_ONLY)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch points to torchao for new code; this API still works
             model = torch.ao.quantization.quantize_dynamic(

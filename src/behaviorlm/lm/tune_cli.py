@@ -5,7 +5,8 @@
         --init-adapter runs/demo/a-tuning/adapter --set train.epochs=2
 
 Interrupted? Rerun the same command: it resumes from the last checkpoint in ``--out``.
-On several GPUs: ``torchrun --nproc_per_node N -m behaviorlm.cli tune ...`` (or ``accelerate launch``).
+On several GPUs: ``torchrun --nproc_per_node N -m behaviorlm.cli tune ...`` (or ``accelerate launch``), or
+``--set train.num_processes=N`` (``recipe.launch``). Each process trains on ``train.batch_size`` samples a step.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def choose_subset(data: PreparedData, subset: str) -> list[Sample]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from behaviorlm import distributed
     from behaviorlm.config import load_config
-    from behaviorlm.recipe.stages import tune_on_samples
+    from behaviorlm.recipe import launch
 
     overrides = list(args.set) + ([f"prompt.format={args.format}"] if args.format else [])
     config = load_config(args.config, overrides)
@@ -79,10 +81,14 @@ def run(args: argparse.Namespace) -> int:
     if args.init_adapter and not (Path(args.init_adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.init_adapter)
     n_aux = round(config.aux.ratio * len(samples)) if args.aux else 0
-    print(f"tuning {config.model.name} on {len(samples)} samples ({config.prompt.format} format) "
-          f"+ {n_aux} conversations")
-    result = tune_on_samples(config, data, Path(args.out), samples, aux=n_aux, init_adapter=args.init_adapter,
-                             validate=not args.no_validate, prompt_seed=args.prompt_seed)
+    main = distributed.is_main()  # under a launcher, one process reports
+    if main:
+        print(f"tuning {config.model.name} on {len(samples)} samples ({config.prompt.format} format) "
+              f"+ {n_aux} conversations")
+    result = launch.tune(config, data, Path(args.out), samples, aux=n_aux, init_adapter=args.init_adapter,
+                         validate=not args.no_validate, prompt_seed=args.prompt_seed)
+    if not main:
+        return 0
     seconds = result["train_seconds"]
     best = f"; best validation accuracy {result['best_metric']:.4f}" if result["best_metric"] is not None else ""
     print(f"{result['steps']} steps on {result['targets']} targets in {seconds:.0f} s "

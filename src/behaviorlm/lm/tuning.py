@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from behaviorlm import distributed
 from behaviorlm.config import LoraConfig, ModelConfig, PromptConfig, TrainConfig
 from behaviorlm.data.types import Sample, write_json_atomic
 from behaviorlm.errors import InputError
@@ -180,7 +181,9 @@ class AnswerOnlyTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
-            return EpochOrder(sampler.batch_size, sampler.lengths, self.args.seed)
+            # Grouped by the global batch (every process's share of a step): N processes of batch b then train on
+            # the same samples each step as one process of batch N x b.
+            return EpochOrder(sampler.batch_size * self.args.world_size, sampler.lengths, self.args.seed)
         return sampler
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -349,7 +352,8 @@ def _completed(out_dir: Path, spec: dict) -> TuneResult | None:
                           raw["history"], raw.get("validation_seconds", 0.0), raw.get("answers", 0),
                           raw.get("answers_trained", 0))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(spec, spec_file)
+    if distributed.is_main():
+        write_json_atomic(spec, spec_file)
     return None
 
 
@@ -370,6 +374,7 @@ def _training_arguments(out_dir: Path, train: TrainConfig, model, progress: bool
         use_cpu=next(model.parameters()).device.type == "cpu",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # several processes: every LoRA weight takes part in every step
         disable_tqdm=not progress,
     )
 
@@ -455,15 +460,25 @@ def tune(
     seconds = time.perf_counter() - start
 
     answers = sum(count_answers(torch.tensor([d["labels"]])) for d in dataset)
-    result = TuneResult(out_dir / "adapter", None, trainer.state.global_step, seconds, trainer.tokens_seen,
+    tokens, answers_seen = _summed(trainer, trainer.tokens_seen, trainer.answers_seen)
+    result = TuneResult(out_dir / "adapter", None, trainer.state.global_step, seconds, tokens,
                         history.history + (validation.history if validation else []),
-                        validation.seconds if validation else 0.0, answers, trainer.answers_seen, model)
+                        validation.seconds if validation else 0.0, answers, answers_seen, model)
     if trainer.is_world_process_zero():
         result.best_metric = _keep_adapter(trainer, model, out_dir, validation)
         write_json_atomic(result.to_json(), out_dir / "tune.json")
         shutil.rmtree(out_dir / "best", ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # the other processes return once the adapter is written
     model.eval()
     return result
+
+
+def _summed(trainer: Trainer, *counts: int) -> list[int]:
+    """Counts over all processes: each counts the batches it trained on."""
+    if trainer.accelerator.num_processes == 1:
+        return list(counts)
+    total = trainer.accelerator.reduce(torch.tensor(counts, device=trainer.accelerator.device), "sum")
+    return [int(c) for c in total.tolist()]
 
 
 def _load_adapter_weights(model, adapter_dir: Path) -> None:

@@ -39,7 +39,7 @@ from behaviorlm.data.types import PreparedData, write_json_atomic, write_samples
 from behaviorlm.errors import InputError
 from behaviorlm.files import copy_tree_atomic, remove_stale, write_text_atomic
 from behaviorlm.logs import run_log
-from behaviorlm.recipe import stages
+from behaviorlm.recipe import launch, stages
 from behaviorlm.recipe.manifest import changed_output, load_manifest, output_hashes, write_record
 from behaviorlm.recipe.seeding import seed_stage
 from behaviorlm.recipe.selection import select_balanced
@@ -215,8 +215,7 @@ class Pipeline:
                         "selection": self.stage_name(model_stage.select_key)}
 
         def step(out: Path) -> dict:
-            result = stages.tune_on_samples(cfg, data, out, samples, aux=n_aux, train=train_cfg,
-                                            init_adapter=init_adapter)
+            result = launch.tune(cfg, data, out, samples, aux=n_aux, train=train_cfg, init_adapter=init_adapter)
             self.run.log(f"trained on {result['targets']} targets in {result['chats']} {result['prompt_format']} "
                          f"chats + {n_aux} conversations")
             return {**result, "adapter": stages.relative(Path(result["adapter"]), self.root), **upstream}
@@ -385,7 +384,9 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out or Path("runs") / Path(args.config).stem)
     if config.data.events is not None and not Path(config.data.events).is_file():
         raise InputError("events file not found", file=config.data.events)
-    results = Pipeline(config, root).execute()
+    results = launch.orchestrate(lambda: Pipeline(config, root).execute())  # only rank 0 opens the run folder
+    if results is None:  # a rank that served rank 0's tuning stages
+        return 0
     print(f"\nrun folder: {root}   (next-behavior: prec_w rec_w | long-tail: overall head medium tail)")
     print_table(results)
     print_differences(root, list(results))
