@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def scoring_work(tokenizer, samples, candidates, prompt: PromptConfig, context) -> tuple[int, int]:
     """(tokens fed, logit positions) that exact ranking of ``samples`` in this format cannot do without: each
     sequence up to its last answer start (a prefix common to all once), then every target's candidate tree."""
-    from behaviorlm.lm.formats import segments_of
+    from behaviorlm.lm.formats import SCORING_JOIN_GAP, segments_of
     from behaviorlm.lm.ranking import ChatFormat, shared_prefix_length
     from behaviorlm.prompts import render_sample, render_segment
 
@@ -44,7 +44,7 @@ def scoring_work(tokenizer, samples, candidates, prompt: PromptConfig, context) 
         sequences = [fmt.prompt_ids(render_sample(s, list(candidates), with_answer=False)) for s in samples]
     else:
         encoded = [fmt.encode_targets(render_segment(seg.events, candidates, seg.targets))
-                   for seg in segments_of(samples, prompt, context)]
+                   for seg in segments_of(samples, prompt, context, SCORING_JOIN_GAP)]
         sequences = [e.ids[: e.starts[-1]] for e in encoded]
     shared = shared_prefix_length(sequences)
     tokens = shared + sum(len(s) - shared for s in sequences)

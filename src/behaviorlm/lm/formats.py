@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from behaviorlm.config import PromptConfig
-from behaviorlm.data.segments import Segment, pack
+from behaviorlm.data.segments import JOIN_GAP, Segment, pack
 from behaviorlm.data.types import Sample
 from behaviorlm.prompts import render_sample, render_segment
 
@@ -21,9 +21,16 @@ carry ``"target": False``."""
 Ranking = list[tuple[str, float]]
 
 
-def segments_of(samples: Sequence[Sample], prompt: PromptConfig, context: Iterable[Sample] = ()) -> list[Segment]:
+SCORING_JOIN_GAP = 6
+"""Scoring encodes the opening every segment shares (instruction, candidates) once per call, so a new segment costs
+only its first target's history (~140 tokens at L = 10): join targets across gaps of at most ~6 events (~21 tokens
+each), not the 16 that training, which reads every segment's opening, is worth."""
+
+
+def segments_of(samples: Sequence[Sample], prompt: PromptConfig, context: Iterable[Sample] = (),
+                join_gap: int = JOIN_GAP) -> list[Segment]:
     history = max((len(s.history) for s in samples), default=0)
-    return pack(samples, history + prompt.segment_targets, context)
+    return pack(samples, history + prompt.segment_targets, context, join_gap)
 
 
 def training_examples(samples: Sequence[Sample], candidates: Sequence[str], prompt: PromptConfig,
@@ -40,7 +47,7 @@ def rank_samples(ranker, samples: Sequence[Sample], candidates: Sequence[str], p
     if prompt.format == "paper":
         prompts = [render_sample(s, list(candidates), prompt_seed, with_answer=False) for s in samples]
         return ranker.rank(prompts, candidates, k)
-    segments = segments_of(samples, prompt, context)
+    segments = segments_of(samples, prompt, context, SCORING_JOIN_GAP)
     chats = [render_segment(seg.events, candidates, seg.targets) for seg in segments]
     by_id: dict[str, Ranking] = {}
     for segment, rankings in zip(segments, ranker.rank_segments(chats, candidates, k)):
