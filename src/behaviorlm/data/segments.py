@@ -72,7 +72,8 @@ def pack(
     samples, all targets, become segments of ``max_events`` events that overlap by one history.
     """
     targets = list(targets)
-    logs = user_logs([*context, *targets])
+    users = {s.user_id for s in targets}
+    logs = user_logs([*(s for s in context if s.user_id in users), *targets])
     segments: list[Segment] = []
     by_user: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
     for sample in targets:
