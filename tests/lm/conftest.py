@@ -91,5 +91,5 @@ def trained(tmp_path_factory):
     examples = behavior_examples(make_samples(32), BEHAVIORS)
     result = tune(model, tokenizer, examples, tmp_path_factory.mktemp("trained"),
                   LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=TINY_TARGETS),
-                  TrainConfig(batch_size=8, epochs=8, learning_rate=1e-2, save_every=1000), progress=False)
+                  TrainConfig(batch_size=8, epochs=20, learning_rate=1e-2, save_every=1000), progress=False)
     return result, tokenizer
