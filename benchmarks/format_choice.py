@@ -23,6 +23,15 @@ from behaviorlm.config import load_config
 from behaviorlm.data.types import PreparedData
 
 
+def prepared(config, out: Path) -> PreparedData:
+    """The config's dataset, prepared once into ``out/data`` (a rerun reuses it)."""
+    from behaviorlm.data.prepare import prepare_dataset
+
+    if not (out / "data" / "stats.json").is_file():
+        prepare_dataset(config.data, out / "data", simulator=config.simulator)
+    return PreparedData(out / "data")
+
+
 def score(config, data: PreparedData, adapter: str | None, samples) -> tuple[list[str], float]:
     """Top-1 predictions of the (adapted) model on ``samples`` in the config's format, and the seconds it took."""
     from behaviorlm.lm.formats import rank_samples
@@ -50,15 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                              "many segments of prompt.segment_targets targets each)")
     args = parser.parse_args(argv)
 
-    from behaviorlm.data.prepare import prepare_dataset
     from behaviorlm.evaluation.uncertainty import intervals
     from behaviorlm.recipe.stages import cap, tune_on_samples
 
     out = Path(args.out)
     base = load_config(args.config, args.set)
-    if not (out / "data" / "stats.json").is_file():
-        prepare_dataset(base.data, out / "data", simulator=base.simulator)
-    data = PreparedData(out / "data")
+    data = prepared(base, out)
     paper = load_config(args.config, [*args.set, "prompt.format=paper"])
     packed = load_config(args.config, [*args.set, "prompt.format=packed", *args.set_packed])
     train = data.split("train")

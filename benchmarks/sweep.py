@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from behaviorlm.config import load_config
-from behaviorlm.data.types import PreparedData, stretches
+from behaviorlm.data.types import stretches
 
-from benchmarks.format_choice import score
+from benchmarks.format_choice import prepared, score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,16 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
 
-    from behaviorlm.data.prepare import prepare_dataset
     from behaviorlm.evaluation.metrics import compute_metrics
     from behaviorlm.evaluation.uncertainty import intervals
     from behaviorlm.recipe.stages import stage_one_samples, tune_on_samples
 
     out = Path(args.out)
     base = load_config(args.config, args.set)
-    if not (out / "data" / "stats.json").is_file():
-        prepare_dataset(base.data, out / "data", simulator=base.simulator)
-    data = PreparedData(out / "data")
+    data = prepared(base, out)
     valid_split = data.split("valid")
     valid = stretches(valid_split, min(args.valid, len(valid_split)), seed=f"valid:{args.valid}")
     labels, users = [s.label for s in valid], [s.user_id for s in valid]
