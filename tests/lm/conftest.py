@@ -50,6 +50,16 @@ def write_dataset(root: Path, n_train: int = 24, n_eval: int = 8) -> Path:
     return root
 
 
+def write_minimal_run(root: Path) -> Path:
+    """A run folder with one behavior and an `ft` model whose adapter lives in RUN/ft/adapter (not written here)."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "stats.json").write_text(json.dumps({"behaviors": [
+        {"name": "Work", "count": 1, "share": 1.0, "group": "head", "anchor": True}], "samples": {}, "settings": {}}))
+    (root / "ft").mkdir()
+    (root / "ft" / "model.json").write_text(json.dumps({"base_model": "smollm2-135m", "adapter": "ft/adapter"}))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from behaviorlm.lm.loading import tiny_model

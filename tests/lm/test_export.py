@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_minimal_run
 
 from behaviorlm.cli import main
 from behaviorlm.lm.loading import tiny_model
@@ -81,12 +82,7 @@ def test_export_round_trips(tuned_run, tmp_path, capsys):
     (["--dtype", "int3"], "unknown dtype"),
 ])
 def test_export_bad_input(tmp_path, extra, message, capsys):
-    root = tmp_path / "run"
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "stats.json").write_text(json.dumps({"behaviors": [
-        {"name": "Work", "count": 1, "share": 1.0, "group": "head", "anchor": True}], "samples": {}, "settings": {}}))
-    (root / "ft").mkdir()
-    (root / "ft" / "model.json").write_text(json.dumps({"base_model": "smollm2-135m", "adapter": "ft/adapter"}))
+    root = write_minimal_run(tmp_path / "run")
     (root / "ft" / "adapter").mkdir()
     code = main(["export", "--run", str(root), "--out", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err.strip()

@@ -4,13 +4,13 @@ hosts, and the GPU configuration's launch command."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_minimal_run
 
 from behaviorlm import cli
 from behaviorlm.cli import main
@@ -53,12 +53,7 @@ def test_int8_is_refused_off_the_cpu_before_loading(cuda, monkeypatch, prepared_
 def test_export_merges_on_the_device_the_model_is_loaded_on(monkeypatch, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    root = tmp_path / "run"
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "stats.json").write_text(json.dumps({"behaviors": [
-        {"name": "Work", "count": 1, "share": 1.0, "group": "head", "anchor": True}], "samples": {}, "settings": {}}))
-    (root / "ft").mkdir()
-    (root / "ft" / "model.json").write_text(json.dumps({"base_model": "smollm2-135m", "adapter": "ft/adapter"}))
+    root = write_minimal_run(tmp_path / "run")
     model, _ = loading.tiny_model()
     get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(root / "ft" / "adapter")
     asked = []
