@@ -126,8 +126,7 @@ def tune_on_samples(config: RunConfig, data: PreparedData, out: Path, samples: S
              config.prompt.format, len(conversations))
     result = tune(model, tokenizer, examples + conversations, out, config.lora, train, init_adapter=init_adapter,
                   validate=validator, model_cfg=config.model)
-    aux_answers = sum(sum(m["role"] == "assistant" for m in c) for c in conversations)
-    targets = result.answers - aux_answers if conversations else result.answers
+    targets = result.answers - sum(sum(m["role"] == "assistant" for m in c) for c in conversations)
     if targets < len(samples):
         log.warning("%d of %d targets were cut by train.max_length %d", len(samples) - targets, len(samples),
                     train.max_length)
