@@ -79,12 +79,15 @@ class Encoded:
     lengths: torch.Tensor
     labels: torch.Tensor
     """Class index of each target in the candidate list, -100 when the target is not a candidate."""
+    rows: torch.Tensor
+    """Each sample's position in the list that was encoded (kept by ``subset``), to look up per-sample data."""
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def subset(self, index: torch.Tensor) -> Encoded:
-        return Encoded(*(t[index] for t in (self.behavior, self.hour, self.weekday, self.place, self.lengths, self.labels)))
+        fields = (self.behavior, self.hour, self.weekday, self.place, self.lengths, self.labels, self.rows)
+        return Encoded(*(t[index] for t in fields))
 
 
 def encode(samples: list[Sample], vocab: Vocab, max_len: int) -> Encoded:
@@ -106,4 +109,4 @@ def encode(samples: list[Sample], vocab: Vocab, max_len: int) -> Encoded:
         if sample.target.behavior in behavior_ids:
             labels[row] = behavior_ids[sample.target.behavior] - 1
     tensors = [torch.from_numpy(a) for a in (out["behavior"], out["hour"], out["weekday"], out["place"], lengths, labels)]
-    return Encoded(*tensors)
+    return Encoded(*tensors, rows=torch.arange(n))

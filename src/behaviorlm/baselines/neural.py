@@ -1,4 +1,4 @@
-"""What SASRec and BERT4Rec share: event embeddings, the transformer block, and the training loop.
+"""What the sequential baselines share: event embeddings, the transformer block, and the training loop.
 
 Training follows RecBole's conventions: full softmax over every behavior (no sampled negatives,
 which inflate scores), Adam, early stopping on validation accuracy with the best epoch's weights
@@ -100,10 +100,25 @@ class SequenceEncoder(nn.Module):
         causal: bool = False,
         padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.behavior(behavior) + self.context(hour, weekday, place) + self.position(position)
+        x = self.inputs(self.behavior(behavior), hour, weekday, place, position, extra)
+        return self.contextualize(x, causal, padding)
+
+    def inputs(
+        self,
+        behavior: torch.Tensor,
+        hour: torch.Tensor,
+        weekday: torch.Tensor,
+        place: torch.Tensor,
+        position: torch.Tensor,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Behavior vectors (batch, width, dim) plus context and position embeddings: the transformer's input."""
+        x = behavior + self.context(hour, weekday, place) + self.position(position)
         if extra is not None:
             x = x + extra
-        x = self.dropout(self.norm(x))
+        return self.dropout(self.norm(x))
+
+    def contextualize(self, x: torch.Tensor, causal: bool = False, padding: torch.Tensor | None = None) -> torch.Tensor:
         mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=x.dtype) if causal else None
         return self.transformer(x, mask=mask, is_causal=causal, src_key_padding_mask=padding)
 
@@ -193,6 +208,12 @@ class NeuralBaseline(ABC):
     def logits(self, model: nn.Module, batch: Encoded) -> torch.Tensor:
         """(batch, n_classes) scores for each sample's target."""
 
+    def prepare_training(self, train: list[Sample], data: Encoded) -> None:
+        """Called once before the first epoch with the training samples and their encoding (row i = sample i)."""
+
+    def start_epoch(self, model: nn.Module) -> None:
+        """Called at the start of every epoch, before the model is put in training mode."""
+
     def fit(self, train: list[Sample], valid: list[Sample]) -> NeuralBaseline:
         with torch_threads(self.threads):
             return self._fit(train, valid)
@@ -210,10 +231,12 @@ class NeuralBaseline(ABC):
         generator = torch.Generator().manual_seed(self.seed)
         data = encode(train, self.vocab, self.max_len)
         val = encode(valid, self.vocab, self.max_len) if valid else None
+        self.prepare_training(train, data)
         best, best_state, waited = -math.inf, None, 0
         self.history = []
         epochs = tqdm(range(1, self.epochs + 1), desc=self.name, unit="epoch", disable=not self.progress)
         for epoch in epochs:
+            self.start_epoch(model)
             model.train()
             order = torch.randperm(len(data), generator=generator)
             total, batches = 0.0, 0
