@@ -43,3 +43,41 @@ def test_missing_places_are_left_out_of_history_items():
     prompt = render_sample(sample, ["Cafe", "Park"])
     assert "(Saturday, 12, Park)" in prompt.user and "(Saturday, 13, unknown place)" in prompt.user
     assert prompt.answer == "Cafe" and render_sample(sample, ["Cafe"], with_answer=False).answer is None
+
+
+def test_parse_reads_back_every_format_the_project_renders():
+    from behaviorlm.prompts import parse, render_packed
+
+    history = (Event(datetime(2024, 3, 4, 16), "home, sweet home", "Eating, out"),  # commas in names
+               Event(datetime(2024, 3, 4, 20), "", "Gaming"),
+               Event(datetime(2024, 3, 12, 9), "office", "Gaming"))
+    candidates = ["Eating, out", "Gaming", "Music"]
+    for format_id in range(len(FORMATS)):
+        for place in ("gym", ""):
+            text = render(history, datetime(2024, 3, 13, 8), place, candidates, format_id=format_id).user
+            parsed = parse(text, candidates)
+            assert [e.behavior for e in parsed.history] == ["Eating, out", "Gaming", "Gaming"]
+            assert [e.place for e in parsed.history] == ["home, sweet home", "", "office"]
+            assert parsed.candidates == candidates and parsed.next_place == place
+            # weekdays and hours survive (dates do not exist in the text), so it renders to the same text
+            again = render(parsed.history, parsed.next_time, parsed.next_place, parsed.candidates, format_id=format_id)
+            assert again.user == text
+    for events in (history, ()):
+        text = render_packed(events, datetime(2024, 3, 13, 8), "gym", candidates).user
+        parsed = parse(text, candidates)
+        assert render_packed(parsed.history, parsed.next_time, parsed.next_place, parsed.candidates).user == text
+
+
+def test_parse_says_what_is_wrong():
+    import pytest
+
+    from behaviorlm.prompts import parse
+
+    good = render(HISTORY, datetime(2024, 3, 5, 8), "home", CANDIDATES).user
+    cases = [("hello", "not a behavior prompt"),
+             (good.replace("Watching video", "Skiing"), "unknown behavior 'Skiing' in the candidate set"),
+             (good.replace("(Monday, 16, home, Exercising)", "(Someday, 16, home, Exercising)"), "history item 1"),
+             (good.replace("home, Gaming", "home, Chess"), "does not end with a known behavior")]
+    for text, message in cases:
+        with pytest.raises(ValueError, match=message):
+            parse(text, ["Exercising", *CANDIDATES])

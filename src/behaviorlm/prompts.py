@@ -15,9 +15,10 @@ assistant turn can be a target.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from behaviorlm.data.types import Event, Sample
 
@@ -150,3 +151,120 @@ def render_packed(history: Sequence[Event], next_time: datetime, next_place: str
     (system turn + first user turn of ``render_segment``), as a model tuned in the packed format reads it."""
     messages = render_segment([*history, Event(next_time, next_place, "")], candidates, targets=(len(history),))
     return Prompt(system=messages[0]["content"], user=messages[1]["content"], answer=None)
+
+
+# --- reading a rendered prompt back ----------------------------------------------------------------------
+
+FIRST_MONDAY = datetime(2024, 1, 1)
+"""Prompts name only the weekday and hour of each event; ``parse`` places them in the week of this Monday on."""
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    history: list[Event]
+    next_time: datetime
+    next_place: str
+    candidates: list[str]
+
+
+def parse(user: str, behaviors: Collection[str]) -> ParsedPrompt:
+    """The history, next event's context and candidate set of a prompt's user turn as ``render`` (any of the three
+    formats) or ``render_packed`` wrote it; ValueError with the reason when the text is neither.
+
+    Names may contain commas, so a history item's behavior and each candidate are found among ``behaviors``.
+    The text has weekdays and hours, not dates: each event gets the earliest time on or after the previous one
+    with its weekday and hour (the first from Monday 2024-01-01), so the order and the rendered text are kept.
+    """
+    text = user.strip()
+    for template in (*FORMATS, PACKED_INSTRUCTION):
+        fields = _fill(template, text)
+        if fields is not None:
+            break
+    else:
+        raise ValueError("not a behavior prompt in any of this project's formats: expected the paper's wording, "
+                         "e.g. 'This user has done behaviors (Monday, 8, home, Breakfast), ... The answer is'")
+    known = set(behaviors)
+    packed = "context" in fields
+    history_text = fields["history"]
+    items = [] if history_text == "" or packed and history_text == "nothing" else _items(history_text)
+    history, time = [], FIRST_MONDAY
+    for i, item in enumerate(items):
+        day, hour, rest = _day_hour(item, f"history item {i + 1}")
+        place, behavior = _place_and_behavior(rest, known, f"history item {i + 1}")
+        time = _on_or_after(time, day, hour)
+        history.append(Event(time, place, behavior))
+    if packed:
+        day, hour, place = _day_hour(fields["context"], "the next event", place_optional=True)
+    else:
+        context = fields["next_info"]
+        if not (context.startswith("(") and context.endswith(")")):
+            raise ValueError(f"the next event's context {context!r} is not in parentheses")
+        day, hour, place = _day_hour(context[1:-1], "the next event")
+        place = "" if place == "unknown place" else place
+    return ParsedPrompt(history, _on_or_after(time, day, hour), place, split_names(fields["candidates"], known))
+
+
+def _fill(template: str, text: str) -> dict[str, str] | None:
+    """The placeholders' values when ``text`` has ``template``'s wording, else None. Each value ends at the first
+    occurrence of the wording after it (a linear scan: no regular expression to backtrack on long input)."""
+    parts = re.split(r"\{(\w+)\}", template)
+    literals, names = parts[0::2], parts[1::2]
+    if not text.startswith(literals[0]) or not text.endswith(literals[-1]):
+        return None
+    fields, pos, end = {}, len(literals[0]), len(text) - len(literals[-1])
+    for i, (name, literal) in enumerate(zip(names, literals[1:]), 1):
+        stop = end if i == len(names) else text.find(literal, pos, end)
+        if stop < pos:
+            return None
+        fields[name], pos = text[pos:stop], stop + len(literal)
+    return fields
+
+
+def _items(text: str) -> list[str]:
+    if not (text.startswith("(") and text.endswith(")")):
+        raise ValueError(f"the history {_clip(text)!r} is not a list of '(day, hour, place, behavior)' items")
+    return text[1:-1].split("), (")
+
+
+def _day_hour(item: str, where: str, place_optional: bool = False) -> tuple[int, int, str]:
+    parts = item.split(", ", 2)
+    if len(parts) < (2 if place_optional else 3) or parts[0] not in DAYS or not parts[1].isdigit() \
+            or not 0 <= int(parts[1]) <= 23:
+        raise ValueError(f"{where}: expected '(day of the week, hour 0-23, ...)', got {_clip(item)!r}")
+    return DAYS.index(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else ""
+
+
+def _place_and_behavior(rest: str, known: set[str], where: str) -> tuple[str, str]:
+    if rest in known:
+        return "", rest
+    endings = [name for name in known if rest.endswith(f", {name}")]
+    if not endings:
+        raise ValueError(f"{where}: {_clip(rest)!r} does not end with a known behavior")
+    name = max(endings, key=len)
+    return rest[:-len(name) - 2], name
+
+
+def split_names(text: str, known: Collection[str]) -> list[str]:
+    """``", ".join(names)`` split back into the names, which may themselves contain ", "; ValueError naming the
+    first part that is no known name."""
+    names, pos = [], 0
+    by_length = sorted(known, key=len, reverse=True)
+    while pos < len(text):
+        found = next((n for n in by_length if n and text.startswith(n, pos)
+                      and (pos + len(n) == len(text) or text.startswith(", ", pos + len(n)))), None)
+        if found is None:
+            unknown = text[pos:].split(", ", 1)[0]
+            raise ValueError(f"unknown behavior {_clip(unknown)!r} in the candidate set")
+        names.append(found)
+        pos += len(found) + 2
+    return names
+
+
+def _on_or_after(start: datetime, weekday: int, hour: int) -> datetime:
+    time = datetime.combine(start.date(), datetime.min.time()).replace(hour=hour)
+    time += timedelta(days=(weekday - time.weekday()) % 7)
+    return time if time >= start else time + timedelta(days=7)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
