@@ -3,6 +3,7 @@
     behaviorlm evaluate --data DIR --out OUT                     # zero-shot base model ("LLM-NT")
     behaviorlm evaluate --data DIR --out OUT --adapter RUN/adapter --limit 200 --per-behavior 5
     behaviorlm evaluate --run RUN --events NEW --out OUT        # a run's models on users it never saw (new_log.py)
+    behaviorlm evaluate --data DIR --out OUT --model openai:gpt-4o  # a chat endpoint (baselines/chat_endpoint.py)
 
 next-behavior protocol = the test split (natural distribution; ``eval.limit`` samples, a seeded random subset);
 long-tail protocol = the balanced test set (``eval.per_behavior`` samples of every behavior).
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from behaviorlm.baselines.chat_endpoint import add_endpoint_options, check_no_endpoint_options, endpoint_model
+from behaviorlm.baselines.chat_endpoint import run as run_endpoint
 from behaviorlm.config import EvalConfig, PromptConfig
 from behaviorlm.data.types import PreparedData, write_json_atomic
 from behaviorlm.errors import InputError
@@ -142,6 +145,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: metrics.json, predictions.parquet, model.json")
     parser.add_argument("--config", help="run config YAML (model and eval sections are used)")
     parser.add_argument("--model", help='base model: "smollm2-135m" (embedded, default), a Hugging Face id or a folder; '
+                        "openai:NAME for a model behind an OpenAI-compatible chat endpoint (see its options below); "
                         "with --run: which of the run's models (default: all of them)")
     parser.add_argument("--adapter", help="PEFT adapter folder to evaluate on top of the base model")
     parser.add_argument("--name", help="model name written into metrics.json (default: the --out folder's name)")
@@ -166,6 +170,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set eval.batch_size=4 (repeatable)")
     add_import_options(parser)
+    add_endpoint_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     from behaviorlm.errors import check_destination
     from behaviorlm.lm.loading import check_int8, for_inference, load_model
 
+    if endpoint_model(args.model) is not None:
+        return run_endpoint(args)
+    check_no_endpoint_options(args)
     if args.run:
         return score_run(args)
     for flag, value in (("--events", args.events), ("--dayfirst", args.dayfirst),
