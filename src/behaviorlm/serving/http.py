@@ -5,7 +5,8 @@
       -d '{"events": [{"time": "2024-05-06T08:10", "place": "home", "behavior": "Breakfast"}], "k": 3}'
 
 Endpoints: ``POST /predict`` (one user), ``POST /predict/batch`` (many users), ``GET /health``,
-``GET /behaviors``, and the OpenAPI docs at ``/docs`` and ``/openapi.json``.
+``GET /behaviors``, the OpenAI chat API (``POST /v1/chat/completions``, ``GET /v1/models``; ``openai_api.py``)
+and the OpenAPI docs at ``/docs`` and ``/openapi.json``.
 
 The model is loaded once, before the server accepts connections. A CPU forward pass takes most of a second,
 so requests are not run one by one: a single background task collects the requests that arrive while the
@@ -50,6 +51,7 @@ from behaviorlm.data.events import TEXT_LIMIT
 from behaviorlm.prompts import Prompt
 from behaviorlm.serving.api import PredictionInputError, Predictor, format_loc, parse_time, set_threads
 from behaviorlm.serving.batch import add_trust_options
+from behaviorlm.serving.openai_api import add_openai_api
 
 log = logging.getLogger("behaviorlm.serve")
 
@@ -78,6 +80,8 @@ class ServerSettings:
     set) plus ``TOKENS_PER_EVENT`` for each of the history items and the next event's context."""
     request_timeout_s: float = 30.0
     """Longest wait for the model: then 503 if the request is still queued, 504 if its model call is running."""
+    served_model_name: str | None = None
+    """The model id of the OpenAI API (``GET /v1/models``; chat requests must name it); None = the predictor's name."""
 
 
 def default_prompt_budget(predictor: Predictor) -> int:
@@ -439,18 +443,21 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
     async def on_gone(request: Request, exc: ClientGone):
         return error_response(499, "client closed the request; it was dropped")  # nobody reads it
 
-    def bounded_prompt(item, loc: tuple) -> Prompt:
-        prompt = predictor.prompt_for(
-            [e.model_dump() for e in item.events],
-            item.next.model_dump() if item.next is not None else None,
-            loc=loc,
-        )
+    def checked_prompt(events: list, next_context: dict | None, loc: tuple) -> tuple[Prompt, int]:
+        """The prompt for one user, and its tokens, within this server's limits."""
+        if len(events) > settings.max_events:
+            raise PredictionInputError(f"{len(events)} events; this server takes at most {settings.max_events}", loc)
+        prompt = predictor.prompt_for(events, next_context, loc=loc)
         tokens = predictor.prompt_tokens(prompt)
         if tokens > budget:
             raise PredictionInputError(
                 f"the prompt would take {tokens} tokens, over this server's budget of {budget} per prompt "
                 "(GET /health, limits); use shorter places", loc)
-        return prompt
+        return prompt, tokens
+
+    def bounded_prompt(item, loc: tuple) -> Prompt:
+        events = [e.model_dump() for e in item.events]
+        return checked_prompt(events, item.next.model_dump() if item.next is not None else None, loc)[0]
 
     async def rank(request: Request, prompts: list[Prompt], k: int) -> list[list[dict[str, Any]]]:
         return await batcher.rank(prompts, k, gone=lambda: client_gone(request), timeout=settings.request_timeout_s)
@@ -485,6 +492,7 @@ def create_app(predictor: Predictor, settings: ServerSettings | None = None) -> 
     async def behaviors() -> dict:
         return {"behaviors": predictor.behavior_info()}
 
+    add_openai_api(app, predictor, settings.served_model_name or predictor.name, rank, checked_prompt, PredictRequest)
     return app
 
 
@@ -504,6 +512,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pending", type=int, default=ServerSettings.max_pending, help="queued prompts beyond which requests get 503")
     parser.add_argument("--max-prompt-tokens", type=int, default=None, help=f"most tokens one prompt may take; more gets 422 (default: the prompt's instruction and candidate set plus {TOKENS_PER_EVENT} per history event)")
     parser.add_argument("--timeout-s", type=float, default=ServerSettings.request_timeout_s, help="longest wait for the model per request: then 503 if still queued, 504 if its model call is running")
+    parser.add_argument("--served-model-name", default=None, help="model id of the OpenAI chat API (/v1/models; a chat request's model must name it); default: the served model's name, e.g. behaviorlm")
     parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; predictions may differ slightly (`behaviorlm bench` measures both)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default on CPU: all cores but one, which is left to the HTTP event loop)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
@@ -532,6 +541,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_events", "max_batch", "max_body_kb", "max_pending", "threads", "max_prompt_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.served_model_name is not None and not args.served_model_name.strip():
+        raise InputError("--served-model-name must not be empty")
     if not args.timeout_s > 0:
         raise InputError(f"--timeout-s must be positive, got {args.timeout_s}")
     if args.host not in LOOPBACK_HOSTS:
@@ -544,12 +555,14 @@ def run(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
         max_prompt_tokens=args.max_prompt_tokens,
         request_timeout_s=args.timeout_s,
+        served_model_name=args.served_model_name,
     )
     set_threads(args.threads or serving_threads(args.device))
     predictor = Predictor.from_run(args.run, args.model, args.device, int8=args.int8,
                                    trust_remote_code=args.trust_remote_code, base_model=args.base_model,
                                    adapter=args.adapter)
-    print(f"serving {predictor.name} ({len(predictor.candidates)} behaviors) on http://{args.host}:{args.port}  (docs: /docs)", flush=True)
+    print(f"serving {predictor.name} ({len(predictor.candidates)} behaviors) on http://{args.host}:{args.port}  (docs: /docs; "
+          f"OpenAI API: /v1, model {settings.served_model_name or predictor.name!r})", flush=True)
     uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
