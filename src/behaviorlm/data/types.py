@@ -196,14 +196,7 @@ class PreparedData:
         """
         samples = self.split(name)
         if name == "balanced_test":
-            if per_behavior is None:
-                return samples
-            by_behavior: dict[str, list[Sample]] = {}
-            for sample in samples:
-                by_behavior.setdefault(sample.label, []).append(sample)
-            queues = [random.Random(f"{name}:{label}").sample(q, len(q))[:per_behavior]
-                      for label, q in by_behavior.items()]
-            return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+            return samples if per_behavior is None else balanced(samples, per_behavior, seed=name)
         if limit is None or limit >= len(samples):
             return samples
         return stretches(samples, limit, seed=f"{name}:{limit}")
@@ -212,6 +205,16 @@ class PreparedData:
     def candidates(self) -> list[str]:
         """The candidate set shown in every prompt: all behaviors, in a fixed order."""
         return sorted(self.stats.names)
+
+
+def balanced(samples: list[Sample], per_behavior: int, seed: str) -> list[Sample]:
+    """At most ``per_behavior`` samples of every behavior, each behavior's drawn by its own seed (so a larger cap
+    keeps the smaller cap's samples), listed behaviors in turn (round robin)."""
+    by_behavior: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_behavior.setdefault(sample.label, []).append(sample)
+    queues = [random.Random(f"{seed}:{label}").sample(q, len(q))[:per_behavior] for label, q in by_behavior.items()]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 
 def stretches(samples: list[Sample], limit: int, seed: str) -> list[Sample]:
