@@ -140,6 +140,49 @@ class AnswerCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+class SharedPrefixCollator(AnswerCollator):
+    """A batch as one row: the opening its examples share (system turn, instruction, candidate set), once, then each
+    example's rest. A 4-D mask lets every example's tokens see the opening and their own earlier tokens only, and
+    position ids continue from the opening, so each example's loss is the one it has alone, while the opening, most
+    of a one-target chat, is encoded once a batch instead of once an example (``tests/lm/test_shared_prefix.py``).
+
+    ``additive``: the mask as 0 / -inf of that dtype (eager attention) instead of booleans (SDPA)."""
+
+    def __init__(self, pad_id: int, additive: torch.dtype | None = None):
+        super().__init__(pad_id)
+        self.additive = additive
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        shared = shared_opening(features)
+        if len(features) < 2 or shared == 0:
+            return super().__call__(features)
+        rests = [f["input_ids"][shared:] for f in features]
+        width = shared + sum(map(len, rests))
+        ids = torch.tensor(features[0]["input_ids"][:shared] + [t for rest in rests for t in rest])
+        labels = torch.tensor(features[0]["labels"][:shared] + [t for f in features for t in f["labels"][shared:]])
+        positions = torch.cat([torch.arange(shared)] + [torch.arange(shared, shared + len(r)) for r in rests])
+        owner = torch.cat([torch.full((shared,), -1)] + [torch.full((len(r),), i) for i, r in enumerate(rests)])
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = causal & ((owner[None, :] == -1) | (owner[None, :] == owner[:, None]))
+        mask = allowed[None, None]
+        if self.additive is not None:
+            mask = torch.zeros(mask.shape, dtype=self.additive).masked_fill(~mask, torch.finfo(self.additive).min)
+        return {"input_ids": ids[None], "attention_mask": mask, "position_ids": positions[None], "labels": labels[None]}
+
+
+def shared_opening(features: list[dict]) -> int:
+    """Tokens every feature starts with, stopping before any label and before the token that predicts one (that
+    position would have to predict two examples' answers at once)."""
+    first, *others = [f["input_ids"] for f in features]
+    shared = min(map(len, [first, *others])) - 1
+    for ids in others:
+        shared = next((i for i, (a, b) in enumerate(zip(first[:shared], ids)) if a != b), shared)
+    for f in features:
+        labelled = next((i for i, label in enumerate(f["labels"]) if label != -100), len(f["labels"]))
+        shared = min(shared, labelled - 1)
+    return max(0, shared)
+
+
 def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(positions whose logits predict a label, those labels): position t predicts token t + 1."""
     keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -199,7 +242,8 @@ class AnswerOnlyTrainer(Trainer):
         keep, targets = label_positions(labels)
         outputs = model(**inputs, logits_to_keep=keep)
         total = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
-        self.tokens_seen += int(inputs["attention_mask"].sum())
+        mask = inputs["attention_mask"]
+        self.tokens_seen += int(mask.sum()) if mask.dim() == 2 else inputs["input_ids"].numel()
         self.answers_seen += count_answers(labels)
         if num_items_in_batch is not None:  # token count over the whole accumulated batch (and all processes)
             loss = total / num_items_in_batch
@@ -450,7 +494,7 @@ def tune(
                                         train.eval_at_start)
         callbacks.append(validation)
     trainer = AnswerOnlyTrainer(model=model, args=_training_arguments(out_dir, train, model, progress),
-                                train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id or 0),
+                                train_dataset=dataset, data_collator=_collator(model, tokenizer),
                                 callbacks=callbacks)
     resume = last_valid_checkpoint(out_dir / "checkpoints")
     if resume:
@@ -471,6 +515,16 @@ def tune(
     trainer.accelerator.wait_for_everyone()  # the other processes return once the adapter is written
     model.eval()
     return result
+
+
+def _collator(model, tokenizer) -> AnswerCollator:
+    """Shared openings where the attention takes a 4-D mask (SDPA, eager; not flash attention), else padding."""
+    pad_id = tokenizer.pad_token_id or 0
+    implementation = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+    if "flash" in implementation:
+        return AnswerCollator(pad_id)
+    additive = next(model.parameters()).dtype if implementation == "eager" else None
+    return SharedPrefixCollator(pad_id, additive)
 
 
 def _summed(trainer: Trainer, *counts: int) -> list[int]:
