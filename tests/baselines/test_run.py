@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from behaviorlm.baselines.run import BASELINES, run_baseline
+from behaviorlm.baselines.run import BASELINES, LANGUAGE, NEURAL, run_baseline
 from behaviorlm.cli import main
 from behaviorlm.data.types import PreparedData
 
@@ -18,8 +18,10 @@ def prepared(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_run_baseline_writes_the_shared_schema(prepared, tmp_path, name):
-    fast = {"epochs": 2, "progress": False} if name in ("sasrec", "bert4rec") else {}
+def test_run_baseline_writes_the_shared_schema(prepared, tmp_path, name, tiny_backbone):
+    fast = {"epochs": 2, "progress": False} if name in NEURAL else {}
+    if name in LANGUAGE:
+        fast.update(language_model="tiny", embedding_cache=tmp_path / "cache", hidden=16)
     data = PreparedData(prepared)
     result = run_baseline(name, data, tmp_path / name, seed=1, **fast)
     written = json.loads((tmp_path / name / "metrics.json").read_text())
@@ -65,7 +67,7 @@ def test_cli(prepared, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["markov", "--train-fraction", "0"], "train fraction must be in (0, 1]"),
-    (["markov", "--epochs", "3"], "--epochs: only for sasrec and bert4rec"),
+    (["markov", "--epochs", "3"], "--epochs: only for sasrec, bert4rec, llm-esr, alphafuse, not markov"),
     (["most-frequent", "--limit", "0"], "limit must be at least 1"),
     (["most-frequent", "--per-behavior", "0"], "per_behavior must be at least 1"),
 ])

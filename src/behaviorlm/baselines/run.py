@@ -20,7 +20,11 @@ from behaviorlm.errors import InputError
 from behaviorlm.evaluation.evaluate import write_predictions
 from behaviorlm.evaluation.metrics import compute_metrics
 
-BASELINES = ("sasrec", "bert4rec", "markov", "most-frequent")
+BASELINES = ("sasrec", "bert4rec", "llm-esr", "alphafuse", "markov", "most-frequent")
+NEURAL = ("sasrec", "bert4rec", "llm-esr", "alphafuse")
+"""Trained by the shared neural loop: they take the same training options (epochs, hidden size, ...)."""
+LANGUAGE = ("llm-esr", "alphafuse")
+"""LLM-enhanced: they embed the behavior names with a language model (``language_model``)."""
 TOP_K = 5
 
 
@@ -30,6 +34,10 @@ def make_baseline(name: str, candidates: list[str], **hparams):
         from behaviorlm.baselines.sasrec import SASRec as cls
     elif name == "bert4rec":
         from behaviorlm.baselines.bert4rec import BERT4Rec as cls
+    elif name == "llm-esr":
+        from behaviorlm.baselines.llm_esr import LLMESR as cls
+    elif name == "alphafuse":
+        from behaviorlm.baselines.alphafuse import AlphaFuse as cls
     elif name == "markov":
         cls = MarkovChain
     elif name == "most-frequent":
