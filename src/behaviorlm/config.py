@@ -176,9 +176,12 @@ class RunConfig(Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     variants: list[Variant] = Field(default_factory=lambda: ["zero-shot", "ft", "behaviorlm"])
-    baselines: list[Literal["sasrec", "bert4rec", "markov", "most-frequent"]] = Field(default_factory=list)
+    baselines: list[Literal["sasrec", "bert4rec", "llm-esr", "alphafuse", "markov", "most-frequent"]] = Field(
+        default_factory=list)
+    """llm-esr and alphafuse embed the behavior names with ``model`` (cached in RUN/embeddings/)."""
     baseline_params: dict[str, Any] = Field(default_factory=dict)
-    """Options of the neural baselines, e.g. {max_train_samples: 16000, epochs: 8} (see ``behaviorlm baseline``)."""
+    """Options of the neural baselines (sasrec, bert4rec, llm-esr, alphafuse), e.g. {max_train_samples: 16000,
+    epochs: 8} (see ``behaviorlm baseline``)."""
 
     @property
     def b_tuning(self) -> TrainConfig:

@@ -5,8 +5,8 @@ between experiments (one A-Tuning serves BehaviorLM, its ablations and the few-s
 once. Results go to ``RUN/experiments/<name>.json``, which ``behaviorlm report`` turns into tables and
 figures:
 
-- ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec and the floors, mean +- std over seeds and the 95 %
-                   bootstrap interval of the mean (same users drawn for every seed's model)
+- ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec, LLM-ESR, AlphaFuse and the floors, mean +- std over
+                   seeds and the 95 % bootstrap interval of the mean (same users drawn for every seed's model)
 - ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol)
 - ``few-shot``     Figure 3b: B-Tuning with F samples per behavior
 - ``anchor-tail``  Figures 1c and 4: anchor vs tail accuracy of ft, anchor-only, tail-first, BehaviorLM
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 GROUPS = ("overall", "head", "medium", "tail")
 METRICS = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
 COMPARED = ["zero-shot", "ft", "anchor-only", "behaviorlm"]
-BASELINES = ["sasrec", "bert4rec", "markov", "most-frequent"]
+BASELINES = ["sasrec", "bert4rec", "llm-esr", "alphafuse", "markov", "most-frequent"]
 ABLATIONS = ["no-aux", "no-dds", "no-cds", "no-a-tuning"]
 
 

@@ -8,6 +8,7 @@ The run folder is the unit a user handles::
     RUN/stages/<stage>-<fp>/ each tuning stage's checkpoints and adapter, each selection's samples
     RUN/<variant>/           metrics.json, predictions.parquet, model.json of every evaluated model
     RUN/baselines/<name>/    metrics.json of the sequential baselines
+    RUN/embeddings/          the base model's embeddings of the behavior names (llm-esr, alphafuse), computed once
 
 Each stage has a fingerprint (fp): a hash of the configuration it reads and of its upstream stages'
 fingerprints. Rerunning skips stages whose fingerprint is unchanged and done, resumes a stage that was
@@ -293,14 +294,21 @@ class Pipeline:
         return self.run.stage(f"evaluate-{stages.relative(folder, self.root)}", folder, fp, step, copyable="evaluate-")
 
     def baseline(self, name: str) -> dict:
-        from behaviorlm.baselines.run import run_baseline
+        from behaviorlm.baselines.run import LANGUAGE, NEURAL, run_baseline
 
-        seed = self.config.train.seed
-        sizes = {"limit": self.config.eval.limit, "per_behavior": self.config.eval.per_behavior}
-        fp = fingerprint(self.fp["data"], name, seed, sizes, self.config.baseline_params)
+        cfg = self.config
+        seed = cfg.train.seed
+        sizes = {"limit": cfg.eval.limit, "per_behavior": cfg.eval.per_behavior}
+        params = dict(cfg.baseline_params) if name in NEURAL else {}
+        language = {"language_model": cfg.model.name, "device": cfg.model.device, "dtype": cfg.model.dtype}
+        # The base model enters only the LLM-enhanced baselines' fingerprints; the others' stay as they were.
+        fp = fingerprint(self.fp["data"], name, seed, sizes, cfg.baseline_params,
+                         *([language] if name in LANGUAGE else []))
+        if name in LANGUAGE:
+            params.update(language, trust_remote_code=cfg.model.trust_remote_code,
+                          embedding_cache=self.root / "embeddings")
 
         def step(out: Path) -> dict:
-            params = self.config.baseline_params if name in ("sasrec", "bert4rec") else {}
             return summarize(run_baseline(name, self.data, out, seed=seed, **sizes, **params))
 
         folder = self.eval_root / "baselines" / name

@@ -19,11 +19,13 @@ PROTOCOLS = {"next_behavior": "Next-behavior protocol (test split)", "long_tail"
 PROTOCOL_SHORT = {"next_behavior": "NB", "long_tail": "LT"}
 SPLITS = {"next_behavior": "test", "long_tail": "balanced_test"}
 
-# Display order: the floors and from-scratch baselines first, BehaviorLM last (as in the paper's Table 1).
-MODEL_ORDER = ("most-frequent", "markov", "sasrec", "bert4rec", "zero-shot", "ft", "anchor-only", "tail-first",
-               "no-aux", "no-dds", "no-cds", "no-a-tuning", "behaviorlm")
-BASELINES = {"most-frequent", "markov", "sasrec", "bert4rec"}
+# Display order: the floors, from-scratch and LLM-enhanced baselines first, BehaviorLM last (the paper's Table 1).
+MODEL_ORDER = ("most-frequent", "markov", "sasrec", "bert4rec", "llm-esr", "alphafuse", "zero-shot", "ft",
+               "anchor-only", "tail-first", "no-aux", "no-dds", "no-cds", "no-a-tuning", "behaviorlm")
+LLM_ENHANCED = {"llm-esr", "alphafuse"}
+BASELINES = {"most-frequent", "markov", "sasrec", "bert4rec"} | LLM_ENHANCED
 DISPLAY = {"most-frequent": "Most frequent", "markov": "Markov chain", "sasrec": "SASRec", "bert4rec": "BERT4Rec",
+           "llm-esr": "LLM-ESR", "alphafuse": "AlphaFuse",
            "zero-shot": "LLM zero-shot (NT)", "ft": "LLM-FT (all behaviors)", "anchor-only": "Anchor-only",
            "tail-first": "Tail-first", "no-aux": "w/o aux. task", "no-dds": "w/o DDS", "no-cds": "w/o CDS",
            "no-a-tuning": "w/o A-Tuning", "behaviorlm": "BehaviorLM"}
@@ -31,6 +33,13 @@ DISPLAY = {"most-frequent": "Most frequent", "markov": "Markov chain", "sasrec":
 
 def display(name: str) -> str:
     return DISPLAY.get(name, name)
+
+
+def category(name: str, baseline: bool) -> str:
+    """The model's family in the paper's Table 1: traditional, LLM-enhanced recommender, or language model."""
+    if name.split("/")[-1] in LLM_ENHANCED:
+        return "LLM-enhanced"
+    return "Traditional" if baseline else "LLM"
 
 
 def model_sort_key(name: str) -> tuple[float, str]:

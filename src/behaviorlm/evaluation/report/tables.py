@@ -24,6 +24,7 @@ from behaviorlm.evaluation.report.artifacts import (
     SPLITS,
     ModelResult,
     RunArtifacts,
+    category,
     display,
     model_sort_key,
     read_optional_json,
@@ -126,7 +127,7 @@ def overall_table(run: RunArtifacts) -> Table:
     header, groups = metric_header(METRIC_KEYS)
     values = [[m.protocol(p).get(k) for p in PROTOCOLS for k in METRIC_KEYS] for m in run.models]
     cis = [[(m.protocol(p).get("ci95") or {}).get(k) for p in PROTOCOLS for k in METRIC_KEYS] for m in run.models]
-    rows = [["Traditional" if m.baseline else "LLM", display(m.name)] + [fmt_ci(v, ci) for v, ci in zip(vals, c)]
+    rows = [[category(m.name, m.baseline), display(m.name)] + [fmt_ci(v, ci) for v, ci in zip(vals, c)]
             for m, vals, c in zip(run.models, values, cis)]
     caption = ("Overall prediction performance (Table 1 analog): each value with its 95 % bootstrap interval over "
                "users [lo, hi]. Best per column in bold.")
