@@ -88,6 +88,10 @@ class PromptConfig(Section):
     the instruction and candidate set are read once and every event is a target (~20 tokens a target)."""
     segment_targets: int = Field(48, ge=1)
     """packed: a segment holds the history of its first target plus at most this many further events."""
+    behavior_tokens: bool = Field(False, exclude_if=lambda on: not on)
+    """Each history behavior's name is followed by its hybrid token (``prompts.behavior_token``), whose embedding
+    the llara variant computes (``lm.hybrid``). Set by that variant, never in a config file; left out of the dump
+    when off, so the other stages' fingerprints are as they were."""
 
 
 class LoraConfig(Section):
@@ -186,6 +190,14 @@ class RunConfig(Section):
     @property
     def b_tuning(self) -> TrainConfig:
         return self.b_train or self.train
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_behavior_tokens(cls, prompt: PromptConfig) -> PromptConfig:
+        if prompt.behavior_tokens:
+            raise ValueError("behavior_tokens is set by the llara variant for its own prompts; leave it out (add llara "
+                             "to variants)")
+        return prompt
 
 
 def allowed_remote_code(model: ModelConfig, trusted: bool, source: str | Path | None) -> bool:

@@ -78,11 +78,27 @@ def packed_context_text(event: Event) -> str:
     return f"{day}, {event.time.hour}, {event.place}" if event.place else f"{day}, {event.time.hour}"
 
 
-def event_text(event: Event) -> str:
-    """``(day, hour, place, behavior)``; logs without places (e.g. check-ins) drop the field to save tokens."""
+def event_text(event: Event, token: str = "") -> str:
+    """``(day, hour, place, behavior)``; logs without places (e.g. check-ins) drop the field to save tokens.
+    ``token``: written after the behavior's name (a hybrid behavior token, ``behavior_token``)."""
+    behavior = f"{event.behavior} {token}" if token else event.behavior
     if not event.place:
-        return f"({DAYS[event.time.weekday()]}, {event.time.hour}, {event.behavior})"
-    return f"({context_text(event.time, event.place)}, {event.behavior})"
+        return f"({DAYS[event.time.weekday()]}, {event.time.hour}, {behavior})"
+    return f"({context_text(event.time, event.place)}, {behavior})"
+
+
+def behavior_token(index: int) -> str:
+    """The hybrid token of candidate ``index``: the llara variant (``lm.hybrid``) adds it to the tokenizer and
+    replaces its input embedding by the behavior's projected SASRec embedding."""
+    return f"<|behavior_{index}|>"
+
+
+def history_text(events: Sequence[Event], candidates: Sequence[str] = (), behavior_tokens: bool = False) -> str:
+    """The history items, comma-separated; with ``behavior_tokens`` each candidate's name is followed by its
+    ``behavior_token``."""
+    index = {name: i for i, name in enumerate(candidates)} if behavior_tokens else {}
+    return ", ".join(event_text(e, behavior_token(index[e.behavior]) if e.behavior in index else "")
+                     for e in events)
 
 
 def render(
@@ -92,9 +108,10 @@ def render(
     candidates: list[str],
     format_id: int = 0,
     answer: str | None = None,
+    behavior_tokens: bool = False,
 ) -> Prompt:
     user = FORMATS[format_id].format(
-        history=", ".join(event_text(e) for e in history),
+        history=history_text(history, candidates, behavior_tokens),
         next_info=f"({context_text(next_time, next_place)})",
         candidates=", ".join(candidates),
     )
@@ -106,7 +123,8 @@ def format_for(sample_id: str, seed: int = 0) -> int:
     return random.Random(f"{seed}:{sample_id}").randrange(len(FORMATS))
 
 
-def render_sample(sample: Sample, candidates: list[str], seed: int = 0, with_answer: bool = True) -> Prompt:
+def render_sample(sample: Sample, candidates: list[str], seed: int = 0, with_answer: bool = True,
+                  behavior_tokens: bool = False) -> Prompt:
     return render(
         sample.history,
         sample.target.time,
@@ -114,6 +132,7 @@ def render_sample(sample: Sample, candidates: list[str], seed: int = 0, with_ans
         candidates,
         format_for(sample.sample_id, seed),
         answer=sample.label if with_answer else None,
+        behavior_tokens=behavior_tokens,
     )
 
 
@@ -122,6 +141,7 @@ def render_segment(
     candidates: Sequence[str],
     targets: Sequence[int] = (),
     learn_only_targets: bool = True,
+    behavior_tokens: bool = False,
 ) -> list[dict]:
     """A stretch of one user's events as a packed conversation (see module docstring).
 
@@ -129,10 +149,12 @@ def render_segment(
     "(day, hour, place, behavior)" items; every event from the first target on is a turn pair. Assistant turns whose
     event index is not in ``targets`` carry ``"target": False`` when ``learn_only_targets``: they are history, neither
     trained on nor scored (``lm.ranking.ChatFormat``). A segment with one target is the paper's prompt, reworded.
+    ``behavior_tokens``: the history items carry hybrid tokens (``history_text``); the turn pairs never do, their
+    assistant turns being answers.
     """
     wanted = set(targets)
     first = min(wanted, default=0)
-    history = ", ".join(event_text(e) for e in events[:first]) or "nothing"
+    history = history_text(events[:first], candidates, behavior_tokens) or "nothing"
     messages: list[dict] = [{"role": "system", "content": f"{ROLE} {TASK}"}]
     for i in range(first, len(events)):
         context = packed_context_text(events[i])

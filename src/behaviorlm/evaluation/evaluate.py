@@ -75,7 +75,8 @@ def evaluate_model(
         labels = [s.label for s in samples]
         start = time.perf_counter()
         if eval_cfg.mode == "generate":
-            prompts = [render_sample(s, candidates, prompt_seed, with_answer=False) for s in samples]
+            prompts = [render_sample(s, candidates, prompt_seed, with_answer=False,
+                                     behavior_tokens=prompt.behavior_tokens) for s in samples]
             predicted = ranker.generate(prompts, candidates)
             tops = [[] if p is None else [{"behavior": p, "probability": None}] for p in predicted]
             ranked = None

@@ -37,18 +37,22 @@ def training_examples(samples: Sequence[Sample], candidates: Sequence[str], prom
                       context: Iterable[Sample] = (), prompt_seed: int = 0) -> list[TrainingExample]:
     """Chats whose learned assistant turns are exactly ``samples`` (each once)."""
     if prompt.format == "paper":
-        return [render_sample(s, list(candidates), prompt_seed).messages(with_answer=True) for s in samples]
-    return [render_segment(seg.events, candidates, seg.targets) for seg in segments_of(samples, prompt, context)]
+        return [render_sample(s, list(candidates), prompt_seed, behavior_tokens=prompt.behavior_tokens
+                              ).messages(with_answer=True) for s in samples]
+    return [render_segment(seg.events, candidates, seg.targets, behavior_tokens=prompt.behavior_tokens)
+            for seg in segments_of(samples, prompt, context)]
 
 
 def rank_samples(ranker, samples: Sequence[Sample], candidates: Sequence[str], prompt: PromptConfig,
                  prompt_seed: int = 0, context: Iterable[Sample] = (), k: int | None = None) -> list[Ranking]:
     """Per sample (in order), the candidates ranked by ``ranker`` (a ``CandidateRanker``) in the prompt format."""
     if prompt.format == "paper":
-        prompts = [render_sample(s, list(candidates), prompt_seed, with_answer=False) for s in samples]
+        prompts = [render_sample(s, list(candidates), prompt_seed, with_answer=False,
+                                 behavior_tokens=prompt.behavior_tokens) for s in samples]
         return ranker.rank(prompts, candidates, k)
     segments = segments_of(samples, prompt, context, SCORING_JOIN_GAP)
-    chats = [render_segment(seg.events, candidates, seg.targets) for seg in segments]
+    chats = [render_segment(seg.events, candidates, seg.targets, behavior_tokens=prompt.behavior_tokens)
+             for seg in segments]
     by_id: dict[str, Ranking] = {}
     for segment, rankings in zip(segments, ranker.rank_segments(chats, candidates, k)):
         by_id.update(zip(segment.sample_ids, rankings))
