@@ -67,7 +67,7 @@ TINY_TARGETS = ["q_proj", "v_proj", "lm_head"]
 def _load_tiny(name, device="auto", dtype="auto", adapter=None, trust_remote_code=False, trainable_adapter=False):
     model, tokenizer = loading.tiny_model(seed=0)
     if adapter is not None:
-        model = loading.attach_adapter(model, adapter, trainable=trainable_adapter)
+        model = loading.attach_adapter(model, adapter, trainable=trainable_adapter, tokenizer=tokenizer)
     return model, tokenizer
 
 

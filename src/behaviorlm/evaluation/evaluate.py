@@ -177,6 +177,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import allowed_remote_code, load_config
     from behaviorlm.errors import check_destination
+    from behaviorlm.lm.hybrid import is_hybrid
     from behaviorlm.lm.loading import check_int8, for_inference, load_model
 
     if endpoint_model(args.model) is not None:
@@ -217,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,
             "prompt_seed": args.prompt_seed, "int8": args.int8}
+    # A llara adapter reads prompts whose history behaviors carry its hybrid tokens.
+    prompt = config.prompt.model_copy(update={"behavior_tokens": bool(args.adapter) and is_hybrid(args.adapter)})
     metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,
-                             prompt_seed=args.prompt_seed, model_info=info, prompt=config.prompt)
+                             prompt_seed=args.prompt_seed, model_info=info, prompt=prompt)
     for protocol in PROTOCOLS:
         print(f"{protocol:14s} {metrics_line(metrics[protocol])}")
     print(f"{metrics['samples_per_second']:.2f} samples/s; wrote {out / 'metrics.json'}")

@@ -66,6 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.lm import loading
+    from behaviorlm.lm.hybrid import is_hybrid
     from behaviorlm.serving.api import read_model_json, resolve_run
 
     check_out(args.out)
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if source.adapter is None:
         raise InputError(f"model {source.label!r} has no adapter: it is its base model {source.base_model!r} "
                          "already; nothing to merge", file=str(root))
+    if is_hybrid(source.adapter):
+        raise InputError(f"model {source.label!r} is a llara model: its hybrid behavior tokens live outside the "
+                         "language model's weights, so it has no plain-model form; score it with `behaviorlm evaluate "
+                         "--run`", file=str(root))
     dtype = args.dtype or source.dtype
     loading.pick_dtype(dtype)  # an unknown dtype fails before the model is loaded
     model, tokenizer = loading.load_model(source.base_model, args.device, dtype, adapter=str(source.adapter),

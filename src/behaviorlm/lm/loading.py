@@ -186,17 +186,23 @@ def load_model(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if adapter is not None:
-        model = attach_adapter(model, adapter, trainable=trainable_adapter)
+        model = attach_adapter(model, adapter, trainable=trainable_adapter, tokenizer=tokenizer)
     model.eval()
     return model, tokenizer
 
 
-def attach_adapter(model, adapter: str | Path, trainable: bool = False):
+def attach_adapter(model, adapter: str | Path, trainable: bool = False,
+                   tokenizer: PreTrainedTokenizerBase | None = None):
+    """``model`` with the PEFT adapter in ``adapter``. A llara adapter also adds its hybrid behavior tokens to
+    ``tokenizer`` and their projector to ``model`` (``lm.hybrid``)."""
     from peft import PeftModel
+
+    from behaviorlm.lm.hybrid import restore_hybrid
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=str(adapter))
+    restore_hybrid(model, tokenizer, adapter)
     with peft_quietly():
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
 
