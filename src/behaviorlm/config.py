@@ -163,7 +163,7 @@ class EvalConfig(Section):
 
 Variant = Literal[
     "zero-shot", "behaviorlm", "ft", "anchor-only",
-    "no-aux", "no-dds", "no-cds", "no-a-tuning", "tail-first",
+    "no-aux", "no-dds", "no-cds", "no-a-tuning", "tail-first", "llara",
 ]
 
 

@@ -40,7 +40,7 @@ from behaviorlm.data.types import PreparedData, write_json_atomic, write_samples
 from behaviorlm.errors import InputError
 from behaviorlm.files import copy_tree_atomic, remove_stale, write_text_atomic
 from behaviorlm.logs import run_log
-from behaviorlm.recipe import launch, stages
+from behaviorlm.recipe import launch, llara, stages
 from behaviorlm.recipe.manifest import changed_output, load_manifest, output_hashes, write_record
 from behaviorlm.recipe.seeding import seed_stage
 from behaviorlm.recipe.selection import select_balanced
@@ -203,7 +203,7 @@ class Pipeline:
             n_aux = stages.aux_count(subset, len(samples), cfg)
             fp = fingerprint(self.fp["data"], subset, cfg.model.model_dump(), cfg.lora.model_dump(),
                              cfg.train.model_dump(), cfg.aux.model_dump() if n_aux else None, cfg.prompt.model_dump(),
-                             [s.sample_id for s in samples])
+                             [s.sample_id for s in samples], *([cfg.baseline_params] if subset == "llara" else []))
             init_adapter, train_cfg, upstream = None, cfg.train, {}
         else:
             stage_one = stages.ModelStage(model_stage.stage_one)
@@ -216,7 +216,8 @@ class Pipeline:
                         "selection": self.stage_name(model_stage.select_key)}
 
         def step(out: Path) -> dict:
-            result = launch.tune(cfg, data, out, samples, aux=n_aux, train=train_cfg, init_adapter=init_adapter)
+            tune = llara.tune if model_stage.stage_one == "llara" else launch.tune
+            result = tune(cfg, data, out, samples, aux=n_aux, train=train_cfg, init_adapter=init_adapter)
             self.run.log(f"trained on {result['targets']} targets in {result['chats']} {result['prompt_format']} "
                          f"chats + {n_aux} conversations")
             return {**result, "adapter": stages.relative(Path(result["adapter"]), self.root), **upstream}
@@ -279,7 +280,8 @@ class Pipeline:
         model_stage = stages.model_stage(variant)
         adapter = self.tune_stage(model_stage) if model_stage else None
         upstream = self.fp[model_stage.tune_key] if model_stage else fingerprint(cfg.model.model_dump())
-        fp = fingerprint(self.fp["data"], upstream, cfg.eval.model_dump(), cfg.train.seed, cfg.prompt.model_dump())
+        prompt = stages.variant_prompt(variant, cfg.prompt)
+        fp = fingerprint(self.fp["data"], upstream, cfg.eval.model_dump(), cfg.train.seed, prompt.model_dump())
 
         def step(out: Path) -> dict:
             model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
@@ -287,7 +289,7 @@ class Pipeline:
                                           trust_remote_code=cfg.model.trust_remote_code)
             info = {"base_model": cfg.model.name, "adapter": adapter, "prompt_seed": cfg.train.seed}
             metrics = evaluate_model(model, tokenizer, self.data, out, variant, cfg.eval,
-                                     prompt_seed=cfg.train.seed, model_info=info, prompt=cfg.prompt)
+                                     prompt_seed=cfg.train.seed, model_info=info, prompt=prompt)
             return summarize(metrics)
 
         folder = self.eval_root / variant

@@ -5,7 +5,8 @@ Stage one tunes the base model on one subset of the training samples:
 - ``anchor``: anchor behaviors plus the auxiliary conversations at ratio epsilon (A-Tuning, Section 3.2);
 - ``anchor-noaux``: anchors only (ablation "A-Tuning w/o Aux. Task");
 - ``ft``: every behavior, the TALLRec/LLaRA-style fine-tuning the paper compares with;
-- ``tail-first``: medium and tail behaviors only, the reversed curriculum of Section 4.5.
+- ``tail-first``: medium and tail behaviors only, the reversed curriculum of Section 4.5;
+- ``llara``: ``ft``'s samples, with hybrid behavior tokens from a SASRec in the prompts (``lm.hybrid``).
 
 Stage two (B-Tuning, Section 3.3) continues a stage-one adapter on F samples per behavior, picked by
 ``selection.select_balanced`` with difficulty (DDS) and contrast (CDS), or an ablated selection.
@@ -25,7 +26,7 @@ from behaviorlm.lm.formats import segments_of, training_examples
 
 log = logging.getLogger(__name__)
 
-STAGE_ONE = ("anchor", "anchor-noaux", "ft", "tail-first")
+STAGE_ONE = ("anchor", "anchor-noaux", "ft", "tail-first", "llara")
 SELECTIONS = {
     "dds_cds": {"difficulty": True, "contrastive": True},
     "dds": {"difficulty": True, "contrastive": False},
@@ -42,6 +43,7 @@ VARIANTS: dict[str, tuple[str, str | None] | None] = {
     "no-cds": ("anchor", "dds"),
     "no-a-tuning": ("ft", "dds_cds"),
     "tail-first": ("tail-first", "dds_cds"),
+    "llara": ("llara", None),
 }
 """variant -> (stage-one subset, B-Tuning selection or None); None = the untuned base model."""
 
@@ -67,9 +69,16 @@ def model_stage(variant: str) -> ModelStage | None:
     return None if spec is None else ModelStage(*spec)
 
 
+def variant_prompt(variant: str, prompt: PromptConfig) -> PromptConfig:
+    """The prompts a variant's model reads: llara's history behaviors carry their hybrid tokens."""
+    return prompt.model_copy(update={"behavior_tokens": True}) if variant == "llara" else prompt
+
+
 def stage_one_samples(subset: str, data: PreparedData, config: RunConfig) -> list[Sample]:
     """The training samples (targets) of a stage-one subset, capped at ``train.max_train_samples`` (seeded); ``ft``
-    also gets B-Tuning's ``selection.per_behavior`` x behaviors, the targets BehaviorLM adds after A-Tuning."""
+    also gets B-Tuning's ``selection.per_behavior`` x behaviors, the targets BehaviorLM adds after A-Tuning.
+    ``llara`` trains on exactly ``ft``'s samples: the two differ only in the hybrid tokens."""
+    subset = "ft" if subset == "llara" else subset
     samples = data.split("train")
     stats = data.stats
     if subset in ("anchor", "anchor-noaux"):
@@ -103,9 +112,10 @@ def cap(samples: Sequence[Sample], limit: int | None, seed: int, prompt: PromptC
 
 def tune_on_samples(config: RunConfig, data: PreparedData, out: Path, samples: Sequence[Sample], *,
                     aux: int = 0, train: TrainConfig | None = None, init_adapter: str | None = None,
-                    validate: bool = True, prompt_seed: int | None = None) -> dict:
+                    validate: bool = True, prompt_seed: int | None = None, loaded: tuple | None = None) -> dict:
     """The one way a tuning stage is wired (``behaviorlm run`` and ``behaviorlm tune``): the model, exactly
     ``samples`` as targets in the prompt format, ``aux`` general conversations, the validator, ``lm.tuning.tune``.
+    ``loaded``: the (model, tokenizer) to tune instead of a fresh ``config.model`` (llara's hybrid model).
     Returns what the manifest records, the targets read back from the encoded training set."""
     from behaviorlm.data.chat import auxiliary_examples
     from behaviorlm.lm.loading import load_model
@@ -113,8 +123,8 @@ def tune_on_samples(config: RunConfig, data: PreparedData, out: Path, samples: S
 
     train = train or config.train
     prompt_seed = train.seed if prompt_seed is None else prompt_seed
-    model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype,
-                                  trust_remote_code=config.model.trust_remote_code)
+    model, tokenizer = loaded or load_model(config.model.name, config.model.device, config.model.dtype,
+                                            trust_remote_code=config.model.trust_remote_code)
     examples = training_examples(samples, data.candidates, config.prompt, data.split("train"), prompt_seed)
     conversations = auxiliary_examples(aux, tokenizer, config.aux, train.seed) if aux else []
     validator = None
