@@ -155,7 +155,7 @@ def test_a_merged_llara_model_keeps_its_trained_projector(tuned):
 
 
 def test_export_refuses_a_llara_model(tmp_path, capsys):
-    from conftest import write_minimal_run
+    from tests.lm.conftest import write_minimal_run
 
     from behaviorlm.cli import main
 
