@@ -53,6 +53,8 @@ def test_shared_opening_gives_the_padded_batchs_loss_and_gradients(fresh_tiny, a
     assert packed["input_ids"].shape[1] == sum(len(f["input_ids"]) for f in features) - 3 * shared
     assert int((packed["labels"] != -100).sum()) == int((padded["labels"] != -100).sum())
 
+    assert int(packed.pop("example_tokens")) == sum(len(f["input_ids"]) for f in features)
+
     def loss_and_grads(batch):
         model.zero_grad()
         loss = answer_loss(model, batch)

@@ -167,7 +167,8 @@ class SharedPrefixCollator(AnswerCollator):
         mask = allowed[None, None]
         if self.additive is not None:
             mask = torch.zeros(mask.shape, dtype=self.additive).masked_fill(~mask, torch.finfo(self.additive).min)
-        return {"input_ids": ids[None], "attention_mask": mask, "position_ids": positions[None], "labels": labels[None]}
+        return {"input_ids": ids[None], "attention_mask": mask, "position_ids": positions[None], "labels": labels[None],
+                "example_tokens": torch.tensor(sum(len(f["input_ids"]) for f in features))}
 
 
 def shared_opening(features: list[dict]) -> int:
@@ -239,11 +240,12 @@ class AnswerOnlyTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        # The examples' own tokens (a shared opening counted once per example), as a padded batch's mask counts them.
+        shared = inputs.pop("example_tokens", None)
         keep, targets = label_positions(labels)
         outputs = model(**inputs, logits_to_keep=keep)
         total = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
-        mask = inputs["attention_mask"]
-        self.tokens_seen += int(mask.sum()) if mask.dim() == 2 else inputs["input_ids"].numel()
+        self.tokens_seen += int(inputs["attention_mask"].sum()) if shared is None else int(shared)
         self.answers_seen += count_answers(labels)
         if num_items_in_batch is not None:  # token count over the whole accumulated batch (and all processes)
             loss = total / num_items_in_batch
