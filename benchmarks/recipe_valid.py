@@ -20,14 +20,13 @@ Predictions are kept in ``--out`` (one file per model), so a rerun scores nothin
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from pathlib import Path
 
-import yaml
-
 from behaviorlm.config import load_config
 from behaviorlm.data.types import PreparedData, Sample, balanced, stretches
+
+from benchmarks.sweep import grid
 
 LONG_TAIL = ("overall", "head", "medium", "tail")
 
@@ -123,16 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         sets = validation_sets(data, args.per_behavior, args.next)
         reference = predictions(base, data, adapter, sets, out / "predictions" / f"{Path(adapter).parent.name}.json")
         reference_rows = summary(data, sets, reference, None)
-    axes = [(key, [yaml.safe_load(v) for v in values.split(",")])
-            for key, values in (item.split("=", 1) for item in args.grid)]
     results = []
-    for combination in itertools.product(*[values for _, values in axes]):
-        overrides = [f"{key}={value}" for (key, _), value in zip(axes, combination)]
+    for settings, overrides in grid(args.grid):
         config = load_config(args.config, args.set + overrides)
         data, adapter = adapter_of(config, args.variant)
         sets = validation_sets(data, args.per_behavior, args.next)
         predicted = predictions(config, data, adapter, sets, out / "predictions" / f"{Path(adapter).parent.name}.json")
-        results.append({"settings": dict(zip([k for k, _ in axes], combination)), "stage": Path(adapter).parent.name,
+        results.append({"settings": settings, "stage": Path(adapter).parent.name,
                         "metrics": summary(data, sets, predicted, reference)})
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(

@@ -27,6 +27,15 @@ from behaviorlm.data.types import stretches
 from benchmarks.format_choice import prepared, score
 
 
+def grid(items: list[str]) -> list[tuple[dict, list[str]]]:
+    """Every combination of ``KEY=V1,V2`` items: its settings {key: value} and its config overrides."""
+    axes = [(key, [yaml.safe_load(v) for v in values.split(",")])
+            for key, values in (item.split("=", 1) for item in items)]
+    keys = [key for key, _ in axes]
+    return [(dict(zip(keys, combination)), [f"{k}={v}" for k, v in zip(keys, combination)])
+            for combination in itertools.product(*[values for _, values in axes])]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -48,11 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     valid_split = data.split("valid")
     valid = stretches(valid_split, min(args.valid, len(valid_split)), seed=f"valid:{args.valid}")
     labels, users = [s.label for s in valid], [s.user_id for s in valid]
-    axes = [(key, [yaml.safe_load(v) for v in values.split(",")])
-            for key, values in (item.split("=", 1) for item in args.grid)]
     rows = []
-    for combination in itertools.product(*[values for _, values in axes]):
-        overrides = [f"{key}={value}" for (key, _), value in zip(axes, combination)]
+    for settings, overrides in grid(args.grid):
         config = load_config(args.config, args.set + overrides)
         name = "_".join(o.replace("=", "-") for o in overrides) or "base"
         samples = stage_one_samples(args.subset, data, config)
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         predicted, seconds = score(config, data, str(out / name / "adapter"), valid)
         point = compute_metrics(labels, predicted, data.stats.groups)
         ci = intervals(labels, predicted, users, data.stats.groups)
-        rows.append({"settings": dict(zip([k for k, _ in axes], combination)), "targets": result["targets"],
+        rows.append({"settings": settings, "targets": result["targets"],
                      "train_seconds": result["train_seconds"], "valid_rec_w": point["rec_w"],
                      "valid_rec_w_ci95": ci["rec_w"], "valid_overall": point["overall"],
                      "valid_overall_ci95": ci["overall"], "valid_seconds": seconds, "run": name})

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_minimal_run
+from tests.lm.conftest import write_minimal_run
 
 from behaviorlm.cli import main
 from behaviorlm.lm.loading import tiny_model

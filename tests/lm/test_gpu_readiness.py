@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_minimal_run
+from tests.lm.conftest import write_minimal_run
 
 from behaviorlm import cli
 from behaviorlm.cli import main

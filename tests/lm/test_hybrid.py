@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BEHAVIORS, make_samples
+from tests.lm.conftest import BEHAVIORS, make_samples
 
 from behaviorlm.config import LoraConfig, PromptConfig, TrainConfig
 from behaviorlm.errors import InputError

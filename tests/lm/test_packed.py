@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BEHAVIORS, PLACE_TO_BEHAVIOR
+from tests.lm.conftest import BEHAVIORS, PLACE_TO_BEHAVIOR
 
 from behaviorlm.config import PromptConfig
 from behaviorlm.data.types import Event, Sample

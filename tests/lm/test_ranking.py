@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import BEHAVIORS, make_samples
+from tests.lm.conftest import BEHAVIORS, make_samples
 
 from behaviorlm.lm.ranking import CandidateRanker, ChatFormat, candidate_blocks, match_candidate
 from behaviorlm.prompts import Prompt, render_sample

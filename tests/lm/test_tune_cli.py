@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import BEHAVIORS
+from tests.lm.conftest import BEHAVIORS
 
 from behaviorlm.cli import main
 from behaviorlm.data.types import PreparedData

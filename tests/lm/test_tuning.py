@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BEHAVIORS, make_samples
+from tests.lm.conftest import BEHAVIORS, make_samples
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 

@@ -390,9 +390,8 @@ def check_no_endpoint_options(args) -> None:
 
 def run(args) -> int:
     """``behaviorlm evaluate --model openai:NAME ...``."""
-    from behaviorlm.config import load_config
     from behaviorlm.errors import check_destination
-    from behaviorlm.evaluation.evaluate import ALL, PROTOCOLS, metrics_line
+    from behaviorlm.evaluation.evaluate import PROTOCOLS, evaluation_config, metrics_line
 
     for option in NOT_FOR_ENDPOINTS:
         if getattr(args, option, None):
@@ -400,14 +399,7 @@ def run(args) -> int:
     if not args.data:
         raise InputError("--data DIR (a prepared dataset) is needed")
     check_destination(args.out, directory=True)
-    overrides = list(args.set)
-    for key, value in (("eval.limit", args.limit), ("eval.per_behavior", args.per_behavior)):
-        if value is not None:
-            overrides.append(f"{key}={'null' if value == ALL else value}")
-    config = load_config(args.config, overrides)
-    for flag, value in (("--limit", config.eval.limit), ("--per-behavior", config.eval.per_behavior)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}")
+    config = evaluation_config(args)
     given = {name: getattr(args, option) for name, option in (
         ("base_url", "base_url"), ("api_key_env", "api_key_env"), ("requests_per_second", "requests_per_second"),
         ("max_requests", "max_requests"), ("max_retries", "max_retries"), ("concurrency", "concurrency"),

@@ -174,6 +174,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_endpoint_options(parser)
 
 
+def evaluation_config(args: argparse.Namespace, *options: tuple[str, object]):
+    """``--config`` with ``--set`` and the given (key, flag value) options over it, ``--limit`` and
+    ``--per-behavior`` included ("all" = no limit); both sizes must be at least 1."""
+    from behaviorlm.config import load_config
+
+    overrides = list(args.set)
+    for key, value in (("eval.limit", args.limit), ("eval.per_behavior", args.per_behavior), *options):
+        if value is not None:
+            overrides.append(f"{key}={'null' if value == ALL else value}")
+    config = load_config(args.config, overrides)
+    for flag, value in (("--limit", config.eval.limit), ("--per-behavior", config.eval.per_behavior)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     from behaviorlm.config import allowed_remote_code, load_config
     from behaviorlm.errors import check_destination
@@ -195,17 +211,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.data:
         raise InputError("--data DIR (a prepared dataset) or --run RUN --events NEW is needed")
     check_destination(args.out, directory=True)
-    overrides = list(args.set)
-    for key, value in (("model.name", args.model), ("eval.limit", args.limit),
-                       ("eval.per_behavior", args.per_behavior), ("eval.mode", args.mode),
-                       ("eval.batch_size", args.batch_size), ("model.device", args.device),
-                       ("prompt.format", args.format)):
-        if value is not None:
-            overrides.append(f"{key}={'null' if value == ALL else value}")
-    config = load_config(args.config, overrides)
-    for flag, value in (("--limit", config.eval.limit), ("--per-behavior", config.eval.per_behavior)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}")
+    config = evaluation_config(args, ("model.name", args.model), ("eval.mode", args.mode),
+                               ("eval.batch_size", args.batch_size), ("model.device", args.device),
+                               ("prompt.format", args.format))
     data = PreparedData(args.data)
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)

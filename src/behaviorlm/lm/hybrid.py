@@ -108,21 +108,15 @@ def attach_hybrid(model: nn.Module, tokenizer: PreTrainedTokenizerBase, behavior
 def hybrid_lora(model: nn.Module, lora: LoraConfig, seed: int):
     """LoRA exactly as ``lm.tuning`` injects it (same layers, same seeded initialisation), with the hybrid module
     trained and saved alongside (``modules_to_save``)."""
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     from behaviorlm.lm.loading import peft_quietly
+    from behaviorlm.lm.tuning import peft_lora_config
 
     if "embed_tokens" in lora.target_modules:
         raise InputError("llara: lora.target_modules must not include embed_tokens (the hybrid tokens replace rows "
                          "of the input embeddings, which a LoRA embedding layer would look up past the vocabulary)")
-    layers = None
-    if lora.last_n_layers:
-        total = model.config.get_text_config().num_hidden_layers
-        layers = list(range(max(0, total - lora.last_n_layers), total))
-    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=list(lora.target_modules), layers_to_transform=layers,
-                            task_type="CAUSAL_LM", modules_to_save=[MODULE])
+    config = peft_lora_config(model, lora, modules_to_save=[MODULE])
     set_seed(seed)
     with peft_quietly():
         return get_peft_model(model, config)

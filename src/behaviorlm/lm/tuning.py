@@ -354,8 +354,20 @@ def _fingerprint(model_name: str, examples: Sequence[TrainingExample], lora: Lor
             "train": train.model_dump(mode="json"), "init_adapter": str(init_adapter) if init_adapter else None}
 
 
-def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None, seed: int):
+def peft_lora_config(model, lora: LoraConfig, **extra):
+    """The project's LoRA settings as PEFT's config: ``lora.last_n_layers`` counted from the model's top layer."""
     from peft import LoraConfig as PeftLoraConfig
+
+    layers = None
+    if lora.last_n_layers:
+        total = model.config.get_text_config().num_hidden_layers
+        layers = list(range(max(0, total - lora.last_n_layers), total))
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=list(lora.target_modules), layers_to_transform=layers,
+                          task_type="CAUSAL_LM", **extra)
+
+
+def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None, seed: int):
     from peft import PeftModel, get_peft_model
 
     if isinstance(model, PeftModel):
@@ -364,13 +376,7 @@ def _lora_model(model, lora: LoraConfig, init_adapter: str | Path | None, seed: 
         return model
     if init_adapter is not None:
         return attach_adapter(model, init_adapter, trainable=True)
-    layers = None
-    if lora.last_n_layers:
-        total = model.config.get_text_config().num_hidden_layers
-        layers = list(range(max(0, total - lora.last_n_layers), total))
-    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=list(lora.target_modules), layers_to_transform=layers,
-                            task_type="CAUSAL_LM")
+    config = peft_lora_config(model, lora)
     set_seed(seed)  # the LoRA matrices' initialisation, so two runs with one seed start from the same adapter
     with peft_quietly():
         return get_peft_model(model, config)
