@@ -168,10 +168,12 @@ def render_segment(
     return messages
 
 
-def render_packed(history: Sequence[Event], next_time: datetime, next_place: str, candidates: Sequence[str]) -> Prompt:
+def render_packed(history: Sequence[Event], next_time: datetime, next_place: str, candidates: Sequence[str],
+                  behavior_tokens: bool = False) -> Prompt:
     """The packed format's prompt for one next event: a segment whose only target follows ``history``
     (system turn + first user turn of ``render_segment``), as a model tuned in the packed format reads it."""
-    messages = render_segment([*history, Event(next_time, next_place, "")], candidates, targets=(len(history),))
+    messages = render_segment([*history, Event(next_time, next_place, "")], candidates, targets=(len(history),),
+                              behavior_tokens=behavior_tokens)
     return Prompt(system=messages[0]["content"], user=messages[1]["content"], answer=None)
 
 

@@ -164,3 +164,31 @@ def test_export_refuses_a_llara_model(tmp_path, capsys):
     code = main(["export", "--run", str(root), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is a llara model" in err, err
+
+
+@pytest.mark.parametrize("prompt_format", ["paper", "packed"])
+def test_a_served_llara_run_prompts_with_its_hybrid_tokens(tuned, tiny_dir, tmp_path, prompt_format):
+    """``Predictor.from_run`` (predict, serve) reads the adapter as a llara one and renders the history with its
+    hybrid tokens, so a served llara model ranks exactly as the ranker on the tuned model's own prompts."""
+    from behaviorlm.serving.api import Predictor
+
+    result, tokenizer = tuned
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    stats = {"behaviors": [{"name": b, "count": 10, "share": 0.25, "group": "head", "anchor": True}
+                           for b in BEHAVIORS], "samples": {}, "settings": {"history_len": 4}}
+    (run / "data" / "stats.json").write_text(json.dumps(stats))
+    (run / "config.yaml").write_text(f"prompt:\n  format: {prompt_format}\ndata:\n  history_len: 4\n")
+    (run / "llara").mkdir()
+    (run / "llara" / "model.json").write_text(json.dumps({"base_model": "tiny", "adapter": None}))
+    predictor = Predictor.from_run(run, "llara", device="cpu", base_model=str(tiny_dir), adapter=result.adapter_dir)
+    assert predictor.behavior_tokens
+    sample = make_samples(1, "s", history_len=4, seed=7)[0]
+    history = [{"time": e.time.isoformat(), "place": e.place, "behavior": e.behavior} for e in sample.history]
+    served = predictor.predict(history, {"time": sample.target.time.isoformat(), "place": sample.target.place},
+                               k=len(BEHAVIORS))
+    prompt = predictor.prompt_for(history, {"time": sample.target.time.isoformat(), "place": sample.target.place})
+    assert any(behavior_token(i) in prompt.user for i in range(len(BEHAVIORS)))
+    expected = CandidateRanker(result.model, tokenizer, progress=False).rank([prompt], BEHAVIORS)[0]
+    assert [b for b, _ in expected] == [r["behavior"] for r in served]
+    np.testing.assert_allclose([p for _, p in expected], [r["probability"] for r in served], atol=1e-4)

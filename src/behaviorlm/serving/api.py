@@ -91,6 +91,8 @@ class ModelSource:
     trust_remote_code: bool = False
     prompt_format: str = "paper"
     """The prompt format the model was tuned (and evaluated) in: ``paper`` or ``packed``."""
+    behavior_tokens: bool = False
+    """The adapter is a llara one: history behaviors carry their hybrid tokens (``lm.hybrid``)."""
 
 
 class Predictor:
@@ -110,6 +112,7 @@ class Predictor:
         name: str = "model",
         progress: bool = False,
         prompt_format: str = "paper",
+        behavior_tokens: bool = False,
     ):
         from behaviorlm.lm.ranking import CandidateRanker  # torch import only when a model is used
 
@@ -125,6 +128,7 @@ class Predictor:
         self._known = frozenset(self.candidates) | frozenset(self.aliases)
         self.history_len = history_len
         self.prompt_format = prompt_format
+        self.behavior_tokens = behavior_tokens
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -177,7 +181,7 @@ class Predictor:
         )
         model = for_inference(model, int8=int8)
         return cls(model, tokenizer, stats, history_len, batch_size=batch_size or default_batch, name=source.label,
-                   prompt_format=source.prompt_format)
+                   prompt_format=source.prompt_format, behavior_tokens=source.behavior_tokens)
 
     # --- prediction ----------------------------------------------------------------------------------
 
@@ -239,8 +243,9 @@ class Predictor:
     def render(self, history: Sequence[Event], next_time: datetime, next_place: str) -> Prompt:
         """The prompt in the model's format (``prompts.render_packed``, else the paper's first instruction)."""
         if self.prompt_format == "packed":
-            return render_packed(history, next_time, next_place, self.candidates)
-        return render(history, next_time, next_place, self.candidates, format_id=SERVING_FORMAT_ID)
+            return render_packed(history, next_time, next_place, self.candidates, self.behavior_tokens)
+        return render(history, next_time, next_place, self.candidates, format_id=SERVING_FORMAT_ID,
+                      behavior_tokens=self.behavior_tokens)
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         """Tokens of a prompt's text (system and user turns, without the chat template's few markers)."""
@@ -285,8 +290,9 @@ def resolve_run(root: Path, model_name: str | None, *, trust_remote_code: bool =
         stats = PreparedData(root).stats
         base = base_model or model_name or DEFAULT_BASE_MODEL
         history_len = int(stats.settings.get("history_len", DEFAULT_HISTORY_LEN))
-        source = ModelSource(f"{base} (zero-shot)", base, Path(adapter) if adapter else None,
-                             trust_remote_code=trust_remote_code)
+        given = Path(adapter) if adapter else None
+        source = ModelSource(f"{base} (zero-shot)", base, given, trust_remote_code=trust_remote_code,
+                             behavior_tokens=hybrid(given))
         return stats, history_len, source, 8
     if not (root / "data" / "stats.json").is_file():
         raise InputError(
@@ -317,8 +323,18 @@ def resolve_run(root: Path, model_name: str | None, *, trust_remote_code: bool =
                                           always_path=True))
             if not run_adapter.exists():
                 raise InputError(f"adapter {info['adapter']!r} is missing", file=str(info_path))
-    source = ModelSource(label, base, Path(adapter) if adapter else run_adapter, **settings)
+    final_adapter = Path(adapter) if adapter else run_adapter
+    source = ModelSource(label, base, final_adapter, **settings, behavior_tokens=hybrid(final_adapter))
     return stats, config.data.history_len, source, config.eval.batch_size
+
+
+def hybrid(adapter: Path | None) -> bool:
+    """Whether ``adapter`` is a llara one, whose prompts carry hybrid behavior tokens."""
+    if adapter is None:
+        return False
+    from behaviorlm.lm.hybrid import is_hybrid
+
+    return is_hybrid(adapter)
 
 
 def inside_run(root: Path, name: str, key: str, named_in: Path, option: str, always_path: bool = False) -> str:
