@@ -40,7 +40,7 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
 
     comparison = run_experiment("comparison", config, root, seeds=[0, 1], shots=[], fractions=[])
     models = {r["model"] for r in comparison["rows"]}
-    assert {"zero-shot", "ft", "anchor-only", "behaviorlm", "sasrec", "markov"} <= models
+    assert {"zero-shot", "ft", "llara", "anchor-only", "behaviorlm", "sasrec", "markov"} <= models
     row = next(r for r in comparison["rows"] if r["model"] == "behaviorlm")
     assert row["seeds"] == [0, 1] and set(row["long_tail"]["overall"]) == {"mean", "std", "ci95"}
     for model in ("behaviorlm", "sasrec"):  # the seeds' mean lies in the interval of the mean

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 GROUPS = ("overall", "head", "medium", "tail")
 METRICS = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
-COMPARED = ["zero-shot", "ft", "anchor-only", "behaviorlm"]
+COMPARED = ["zero-shot", "ft", "llara", "anchor-only", "behaviorlm"]
 BASELINES = ["sasrec", "bert4rec", "llm-esr", "alphafuse", "markov", "most-frequent"]
 ABLATIONS = ["no-aux", "no-dds", "no-cds", "no-a-tuning"]
 

@@ -21,12 +21,13 @@ SPLITS = {"next_behavior": "test", "long_tail": "balanced_test"}
 
 # Display order: the floors, from-scratch and LLM-enhanced baselines first, BehaviorLM last (the paper's Table 1).
 MODEL_ORDER = ("most-frequent", "markov", "sasrec", "bert4rec", "llm-esr", "alphafuse", "zero-shot", "ft",
-               "anchor-only", "tail-first", "no-aux", "no-dds", "no-cds", "no-a-tuning", "behaviorlm")
+               "llara", "anchor-only", "tail-first", "no-aux", "no-dds", "no-cds", "no-a-tuning", "behaviorlm")
 LLM_ENHANCED = {"llm-esr", "alphafuse"}
 BASELINES = {"most-frequent", "markov", "sasrec", "bert4rec"} | LLM_ENHANCED
 DISPLAY = {"most-frequent": "Most frequent", "markov": "Markov chain", "sasrec": "SASRec", "bert4rec": "BERT4Rec",
            "llm-esr": "LLM-ESR", "alphafuse": "AlphaFuse",
-           "zero-shot": "LLM zero-shot (NT)", "ft": "LLM-FT (all behaviors)", "anchor-only": "Anchor-only",
+           "zero-shot": "LLM zero-shot (NT)", "ft": "LLM-FT (all behaviors)",
+           "llara": "LLaRA (hybrid tokens)", "anchor-only": "Anchor-only",
            "tail-first": "Tail-first", "no-aux": "w/o aux. task", "no-dds": "w/o DDS", "no-cds": "w/o CDS",
            "no-a-tuning": "w/o A-Tuning", "behaviorlm": "BehaviorLM"}
 
