@@ -159,6 +159,10 @@ class EvalConfig(Section):
     """Long-tail protocol: at most this many balanced-test samples of every behavior, tail included (None = all)."""
     mode: Literal["rank", "generate"] = "rank"
     batch_size: int = 8
+    int8: bool = Field(False, exclude_if=lambda on: not on)
+    """CPU only: evaluation and B-Tuning's selection scan rank on dynamic int8 linear layers (``lm.loading.
+    for_inference``), about 1.4x faster but not exact; ``benchmarks/int8_agreement.py`` measures its top-1 agreement
+    with float on validation. Left out of the dump when off, so existing runs' fingerprints are as they were."""
 
 
 Variant = Literal[

@@ -48,6 +48,38 @@ def test_runs_skips_and_reruns_only_what_changed(tmp_path, tiny_backbone, tune_c
     assert after["evaluate-behaviorlm"]["fingerprint"] != stages["evaluate-behaviorlm"]["fingerprint"]
 
 
+def test_int8_evaluation_and_selection_rescore_without_redoing_a_tuning(tmp_path, tiny_backbone, tune_calls, small_config,
+                                                                   monkeypatch):
+    """``eval.int8``: selection and evaluation rank on a quantized copy of each model; turning it on reruns them (and
+    B-Tuning, on what the new selection picked), not A-Tuning, and each evaluation's model.json says so."""
+    import torch
+
+    from behaviorlm.lm import loading
+
+    quantized: list[bool] = []
+    real = loading.for_inference
+
+    def spying(model, int8=False):
+        out = real(model, int8=int8)
+        quantized.append(any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in out.modules()))
+        return out
+
+    monkeypatch.setattr(loading, "for_inference", spying)
+    root = tmp_path / "run"
+    Pipeline(small_config(), root).execute()
+    before = done_stages(root)
+    assert quantized and not any(quantized)
+    quantized.clear()
+    Pipeline(small_config(**{"eval.int8": True}), root).execute()
+    after = done_stages(root)
+    assert len(tune_calls) == 3 and "tune-anchor+b-" in tune_calls[-1].name, \
+        "A-Tuning is kept; B-Tuning follows its selection, which the quantized model scored anew"
+    assert quantized == [True] * len(quantized) and len(quantized) == 3  # selection scan, two evaluations
+    assert len({name for name in after if name.startswith("select-")} - set(before)) == 1, "a new selection stage"
+    for variant in ("zero-shot", "behaviorlm"):
+        assert json.loads((root / variant / "model.json").read_text())["int8"] is True
+
+
 def test_interrupted_stage_resumes_in_its_folder(tmp_path, tiny_backbone, monkeypatch, small_config):
     root = tmp_path / "run"
     config = small_config().model_copy(update={"variants": ["anchor-only"]})

@@ -165,7 +165,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed choosing each sample's instruction format")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--int8", action="store_true", help="CPU only: dynamic int8 linear layers, faster; "
-                        "predictions may differ slightly (`behaviorlm bench` measures both)")
+                        "predictions may differ slightly (`behaviorlm bench` measures both); also eval.int8")
     parser.add_argument("--trust-remote-code", action="store_true", help="let the model run Python code that comes "
                         "with it; a config's model.trust_remote_code is refused without this flag")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -218,14 +218,15 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a PEFT adapter folder (no adapter_config.json)", file=args.adapter)
     trusted = allowed_remote_code(config.model, args.trust_remote_code, args.config)
-    if args.int8:
+    int8 = args.int8 or config.eval.int8
+    if int8:
         check_int8(config.model.device)
     model, tokenizer = load_model(config.model.name, config.model.device, config.model.dtype, adapter=args.adapter,
                                   trust_remote_code=trusted)
-    model = for_inference(model, int8=args.int8)
+    model = for_inference(model, int8=int8)
     out = Path(args.out)
     info = {"base_model": config.model.name, "adapter": str(Path(args.adapter).resolve()) if args.adapter else None,
-            "prompt_seed": args.prompt_seed, "int8": args.int8}
+            "prompt_seed": args.prompt_seed, "int8": int8}
     # A llara adapter reads prompts whose history behaviors carry its hybrid tokens.
     prompt = config.prompt.model_copy(update={"behavior_tokens": bool(args.adapter) and is_hybrid(args.adapter)})
     metrics = evaluate_model(model, tokenizer, data, out, args.name or out.resolve().name, config.eval,

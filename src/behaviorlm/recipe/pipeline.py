@@ -234,7 +234,7 @@ class Pipeline:
         cfg = self.config
         sel_cfg = stages.selection_config(model_stage.selection, cfg)
         fp = fingerprint(self.fp[stages.ModelStage(model_stage.stage_one).tune_key], sel_cfg.model_dump(),
-                         cfg.eval.batch_size)
+                         cfg.eval.batch_size, *(["int8"] if cfg.eval.int8 else []))
         self.fp[key] = fp
         folder = self.root / "stages" / self.stage_name(key)
         data = self.data
@@ -256,12 +256,13 @@ class Pipeline:
 
     def _top1_predictor(self, adapter: str):
         from behaviorlm.lm.formats import rank_samples
-        from behaviorlm.lm.loading import load_model
+        from behaviorlm.lm.loading import for_inference, load_model
         from behaviorlm.lm.ranking import CandidateRanker
 
         cfg = self.config
         model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, adapter=adapter,
                                       trust_remote_code=cfg.model.trust_remote_code)
+        model = for_inference(model, int8=cfg.eval.int8)
         ranker = CandidateRanker(model, tokenizer, batch_size=cfg.eval.batch_size, progress=False)
         candidates = self.data.candidates
         train = self.data.split("train")
@@ -274,7 +275,7 @@ class Pipeline:
 
     def evaluate(self, variant: str) -> dict:
         from behaviorlm.evaluation.evaluate import evaluate_model
-        from behaviorlm.lm.loading import load_model
+        from behaviorlm.lm.loading import for_inference, load_model
 
         cfg = self.config
         model_stage = stages.model_stage(variant)
@@ -287,7 +288,9 @@ class Pipeline:
             model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype,
                                           adapter=str(self.root / adapter) if adapter else None,
                                           trust_remote_code=cfg.model.trust_remote_code)
-            info = {"base_model": cfg.model.name, "adapter": adapter, "prompt_seed": cfg.train.seed}
+            model = for_inference(model, int8=cfg.eval.int8)
+            info = {"base_model": cfg.model.name, "adapter": adapter, "prompt_seed": cfg.train.seed,
+                    **({"int8": True} if cfg.eval.int8 else {})}
             metrics = evaluate_model(model, tokenizer, self.data, out, variant, cfg.eval,
                                      prompt_seed=cfg.train.seed, model_info=info, prompt=prompt)
             return summarize(metrics)
@@ -394,6 +397,10 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out or Path("runs") / Path(args.config).stem)
     if config.data.events is not None and not Path(config.data.events).is_file():
         raise InputError("events file not found", file=config.data.events)
+    if config.eval.int8:
+        from behaviorlm.lm.loading import check_int8
+
+        check_int8(config.model.device)
     results = launch.orchestrate(lambda: Pipeline(config, root).execute())  # only rank 0 opens the run folder
     if results is None:  # a rank that served rank 0's tuning stages
         return 0
