@@ -161,8 +161,9 @@ class EvalConfig(Section):
     batch_size: int = 8
     int8: bool = Field(False, exclude_if=lambda on: not on)
     """CPU only: evaluation and B-Tuning's selection scan rank on dynamic int8 linear layers (``lm.loading.
-    for_inference``), about 1.4x faster but not exact; ``benchmarks/int8_agreement.py`` measures its top-1 agreement
-    with float on validation. Left out of the dump when off, so existing runs' fingerprints are as they were."""
+    for_inference``), about 1.5x faster but not exact: on the main job's ``ft`` model 62-72 % of its top-1s equal
+    float's (``benchmarks/int8_agreement.py``, docs/PERFORMANCE.md). Left out of the dump when off, so existing runs'
+    fingerprints are as they were."""
 
 
 Variant = Literal[
