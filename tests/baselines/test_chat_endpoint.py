@@ -158,3 +158,37 @@ def test_bad_endpoint_options_are_one_line_and_exit_2(args, message, tmp_path, c
     assert main(["evaluate", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_prompt_refused_with_400_is_unmatched_and_the_others_are_still_asked(tmp_path):
+    fake = FakeEndpoint((400, {}), completion("Work"))
+    client = endpoint(fake, tmp_path, [], concurrency=1)
+    prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(3)]
+    answers = client.answers(prompts)
+    assert "400" in answers[0].refused and [a.refused for a in answers[1:]] == [None, None]
+    assert [a.text for a in answers] == [None, "Work", "Work"]
+    assert fake.requests == 3, "a refusal is not retried"
+    again = FakeEndpoint(completion("Lunch"))
+    assert [a.text for a in endpoint(again, tmp_path, [], concurrency=1).answers(prompts)] == [
+        "Lunch", "Work", "Work"], "refusals are not cached: a rerun asks again"
+
+
+def test_the_endpoint_evaluation_counts_refusals_and_stops_when_every_prompt_is_refused(tmp_path):
+    from tests.baselines.helpers import cyclic_splits, write_prepared
+
+    from behaviorlm.baselines.chat_endpoint import evaluate_endpoint
+    from behaviorlm.config import EvalConfig
+    from behaviorlm.data.types import PreparedData
+
+    data = PreparedData(write_prepared(tmp_path / "data", cyclic_splits()))
+    sizes = EvalConfig(limit=4, per_behavior=1)
+    fake = FakeEndpoint((400, {}), completion("Work"))
+    client = endpoint(fake, tmp_path, [], concurrency=1)
+    metrics = evaluate_endpoint(data, tmp_path / "out", "m", client.settings, sizes, endpoint=client)
+    refused = metrics["next_behavior"]["refused"] + metrics["long_tail"]["refused"]
+    assert refused == 1 and metrics["next_behavior"]["unmatched"] + metrics["long_tail"]["unmatched"] == 1
+    everything = FakeEndpoint((400, {}))
+    client = endpoint(everything, tmp_path / "other", [], concurrency=1)
+    with pytest.raises(InputError, match="refused every prompt .*400"):
+        evaluate_endpoint(data, tmp_path / "out2", "m", client.settings, sizes, endpoint=client)
+    assert not (tmp_path / "out2").exists(), "nothing is written"

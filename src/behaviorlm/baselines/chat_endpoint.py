@@ -15,10 +15,12 @@ Requests are paced (``--requests-per-second``), retried with exponential backoff
 errors (a Retry-After header is obeyed), and counted against ``--max-requests``: a run that would need more
 stops before sending anything, and one that runs out on retries stops with the answers so far kept. Answers are
 cached on disk, keyed by a hash of the endpoint URL, model, messages and request parameters, so a rerun sends
-nothing. The API key is read from an environment variable and written nowhere.
+nothing. The API key is read from an environment variable and written nowhere. A prompt the endpoint refuses
+(HTTP 400: a content filter, a prompt over its context) counts as unmatched and the others are still asked; other
+refusals (401, 403, 404, 422) are the setup's and stop the run, as does a 400 on every prompt.
 
 Writes ``OUT/metrics.json`` and ``OUT/predictions.parquet`` in the schema of every other model (``unmatched``
-and ``matched`` counts per protocol, the requests sent under ``endpoint``), and ``OUT/endpoint.json`` (what was
+``matched`` and ``refused`` counts per protocol, the requests sent under ``endpoint``), and ``OUT/endpoint.json`` (what was
 asked, how); no ``model.json``, since nothing here can be loaded, served or exported.
 """
 
@@ -90,6 +92,9 @@ class Answer:
     text: str | None
     top_logprobs: list[tuple[str, float]] | None
     """The first answer token's alternatives (token, log-probability), as the endpoint returned them."""
+    refused: str | None = None
+    """The endpoint's reason when it refused this prompt (HTTP 400: a content filter, a prompt too long); the
+    prediction then counts as unmatched. Never cached, so a rerun asks again."""
 
 
 # --- answers to candidates ------------------------------------------------------------------------------
@@ -237,6 +242,8 @@ class ChatEndpoint:
                 completion = self.client.chat.completions.create(
                     model=self.settings.model, messages=messages, **self.settings.parameters())
             except openai.APIStatusError as exc:
+                if exc.status_code == 400:  # this prompt, not the setup: the others are still asked
+                    return Answer(None, None, refused=exc.message)
                 if exc.status_code != 429 and exc.status_code < 500:
                     raise InputError(self._refusal(exc)) from None
                 failure, delay = f"{exc.status_code} {exc.message}", retry_after(exc.response)
@@ -311,6 +318,10 @@ def evaluate_endpoint(data: PreparedData, out_dir: str | Path, name: str, settin
     answers = endpoint.answers([render_sample(s, candidates, prompt_seed, with_answer=False).messages()
                                 for s in everything])
     seconds = time.perf_counter() - start
+    refused = [a.refused for a in answers if a.refused]
+    if refused and len(refused) == len(answers):
+        raise InputError(f"{endpoint.base_url} refused every prompt (first: {refused[0]}); check --model and the "
+                         "endpoint options")
     metrics: dict = {"model": name}
     rows: list[dict] = []
     offset = 0
@@ -324,9 +335,11 @@ def evaluate_endpoint(data: PreparedData, out_dir: str | Path, name: str, settin
                                  ranked=[[b for b, _ in r] for r in ranked], users=[s.user_id for s in samples],
                                  by_behavior=split == "balanced_test")
         result["unmatched"] = sum(how == "unmatched" for _, how in matched)
+        result["refused"] = sum(a.refused is not None for a in mine)
         result["matched"] = {how: sum(h == how for _, h in matched) for how in ("exact", "normalised")}
         result["unmatched_examples"] = list(dict.fromkeys(
-            (a.text or "")[:100] for (_, how), a in zip(matched, mine) if how == "unmatched"))[:UNMATCHED_EXAMPLES]
+            (a.refused or a.text or "")[:100] for (_, how), a in zip(matched, mine)
+            if how == "unmatched"))[:UNMATCHED_EXAMPLES]
         metrics[protocol] = result
         rows += [{"sample_id": s.sample_id, "user_id": s.user_id, "split": split, "label": s.label, "pred": c,
                   "top": [{"behavior": b, "probability": p} for b, p in r]}
@@ -414,7 +427,7 @@ def run(args) -> int:
                                 prompt_seed=args.prompt_seed)
     for protocol in PROTOCOLS:
         m = metrics[protocol]
-        print(f"{protocol:14s} {metrics_line(m)}  unmatched {m['unmatched']}")
+        print(f"{protocol:14s} {metrics_line(m)}  unmatched {m['unmatched']} (refused {m['refused']})")
     sent = metrics["endpoint"]
     print(f"{sent['requests_sent']} requests sent ({sent['retries']} retries), {sent['cache_hits']} answers from the "
           f"cache; wrote {out / 'metrics.json'}")
