@@ -20,6 +20,7 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
 
     few_shot = run_experiment("few-shot", config, root, seeds=[0], shots=[1, 2], fractions=[])
     assert [p["F"] for p in few_shot["points"]] == [1, 2]
+    assert all(set(p["ci95"]) == {"overall", "head", "medium", "tail"} for p in few_shot["points"])
     assert len(tune_calls) == 9, "F=1 is the B-Tuning the ablations already ran; only F=2 is new"
 
     anchor_tail = run_experiment("anchor-tail", config, root, seeds=[0], shots=[], fractions=[])

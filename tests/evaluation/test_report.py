@@ -106,7 +106,8 @@ def make_full_run(run: Path) -> Path:
         {"variant": "no-cds", "overall": -5.5, "head": -3.24, "medium": -6.83, "tail": -5.02},
         {"variant": "no-a-tuning", "overall": -10.0, "head": -2.77, "medium": -11.74, "tail": 1.5}]})
     write_json(run / "experiments" / "few_shot.json", {"points": [
-        {"F": f, "overall": 0.2 + 0.05 * i, "head": 0.4 + 0.02 * i, "medium": 0.2 + 0.04 * i, "tail": 0.1 + 0.06 * i}
+        {"F": f, "overall": 0.2 + 0.05 * i, "head": 0.4 + 0.02 * i, "medium": 0.2 + 0.04 * i, "tail": 0.1 + 0.06 * i,
+         "ci95": {"overall": [0.15 + 0.05 * i, 0.25 + 0.05 * i], "head": None, "medium": None, "tail": None}}
         for i, f in enumerate((1, 5, 10, 20, 50))]})
     write_json(run / "experiments" / "sample_efficiency.json", {"points": [
         {"model": "sasrec", "train_samples": n, "overall": 0.05 + 0.03 * i, "rec_w": 0.2 + 0.05 * i}

@@ -124,7 +124,9 @@ def few_shot(config: RunConfig, root: Path, shots: list[int]) -> dict:
     for f in shots:
         cfg = with_updates(config, variants=["behaviorlm"], baselines=[], selection={"per_behavior": f})
         result = Pipeline(cfg, root, root / "experiments" / "few_shot" / f"F-{f}").execute()["behaviorlm"]
-        points.append({"F": f, **{g: result["long_tail"][g] for g in GROUPS}})
+        long_tail = result["long_tail"]
+        points.append({"F": f, **{g: long_tail[g] for g in GROUPS},
+                       "ci95": {g: (long_tail.get("ci95") or {}).get(g) for g in GROUPS}})
     return {"points": points}
 
 

@@ -193,10 +193,16 @@ def few_shot_figure(few_shot: dict) -> Figure:
     styles = {"overall": ("black", "o"), "head": (GROUP_COLORS["head"], "s"),
               "medium": (GROUP_COLORS["medium"], "^"), "tail": (GROUP_COLORS["tail"], "D")}
     for key, (color, marker) in styles.items():
-        xs = [f for f, p in zip(fs, points) if p.get(key) is not None]
-        ys = [p[key] for p in points if p.get(key) is not None]
-        if xs:
-            ax.plot(xs, ys, color=color, marker=marker, label=METRIC_LABELS[key], linewidth=2 if key == "overall" else 1.3)
+        shown = [p for p in points if p.get(key) is not None]
+        if not shown:
+            continue
+        xs, ys = [p["F"] for p in shown], [p[key] for p in shown]
+        ax.plot(xs, ys, color=color, marker=marker, label=METRIC_LABELS[key], linewidth=2 if key == "overall" else 1.3)
+        bounds = [(p.get("ci95") or {}).get(key) for p in shown]
+        if all(bounds):  # the 95 % interval over users of each point (runs before intervals have none)
+            low = [y - b[0] for y, b in zip(ys, bounds)]
+            high = [b[1] - y for y, b in zip(ys, bounds)]
+            ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.7)
     ax.set_xscale("log")
     ax.set_xticks(fs, [str(f) for f in fs])
     ax.minorticks_off()
@@ -206,7 +212,7 @@ def few_shot_figure(few_shot: dict) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return Figure("fig-few-shot", "Accuracy against the number of B-Tuning samples per behavior "
-                  "(Figure 3b analog).", to_png(fig))
+                  "(Figure 3b analog). Error bars: 95 % bootstrap intervals over users.", to_png(fig))
 
 
 def sample_efficiency_figure(efficiency: dict) -> Figure:
