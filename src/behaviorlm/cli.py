@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("behaviorlm.data.prepare", "event log -> (last-L -> next) samples, 8:1:1 user split, balanced test, stats"),
     "tune": ("behaviorlm.lm.tune_cli", "one LoRA instruction-tuning stage on a prepared dataset"),
     "evaluate": ("behaviorlm.evaluation.evaluate", "six metrics on both protocols for a base model or an adapter"),
+    "compare": ("behaviorlm.evaluation.compare", "models scored on the same samples: metrics and paired differences with 95 % intervals"),
     "run": ("behaviorlm.recipe.pipeline", "the resumable BehaviorLM pipeline: prepare, A-Tuning, selection, B-Tuning, evaluation"),
     "baseline": ("behaviorlm.baselines.cli", "train and evaluate SASRec, BERT4Rec, Markov or most-frequent"),
     "experiment": ("behaviorlm.evaluation.experiments", "the paper's experiment suite (ablations, few-shot, sample efficiency, ...)"),
