@@ -128,6 +128,10 @@ class TrainConfig(Section):
     """Data-parallel processes of a tuning stage (``recipe.launch``), each ``batch_size`` samples a step; unused
     under a launcher (``accelerate launch``, ``torchrun``), whose own process count decides. Left out of the
     configuration's dump (and so of the stage fingerprints) at 1, so runs that never set it keep their stages."""
+    torch_compile: bool = Field(False, exclude_if=lambda on: not on)
+    """Train a ``torch.compile``d model (Trainer's ``torch_compile``, the inductor backend). Off by default: it has to
+    pay its compile time back within a stage (``benchmarks/compile_probe.py``, docs/PERFORMANCE.md). Left out of the
+    dump when off, so existing runs' fingerprints are as they were."""
 
 
 class AuxConfig(Section):

@@ -242,3 +242,13 @@ def test_unknown_init_adapter_is_an_input_error(tmp_path, fresh_tiny):
     with pytest.raises(InputError, match="adapter_config.json"):
         tune(model, tokenizer, examples(4), tmp_path / "run", LORA, TrainConfig(max_steps=1),
              init_adapter=tmp_path / "nothing", progress=False)
+
+
+def test_torch_compile_reaches_the_trainer_and_leaves_existing_fingerprints_alone(tmp_path, tiny):
+    from behaviorlm.lm.tuning import _training_arguments
+
+    model, _ = tiny
+    assert _training_arguments(tmp_path, TrainConfig(torch_compile=True), model, progress=False).torch_compile
+    assert not _training_arguments(tmp_path, TrainConfig(), model, progress=False).torch_compile
+    assert "torch_compile" not in TrainConfig().model_dump(), "stages tuned before the option must keep their keys"
+    assert TrainConfig(torch_compile=True).model_dump()["torch_compile"] is True

@@ -423,6 +423,7 @@ def _training_arguments(out_dir: Path, train: TrainConfig, model, progress: bool
         eval_strategy="no",
         report_to="none",
         bf16=bf16,
+        torch_compile=train.torch_compile,
         use_cpu=next(model.parameters()).device.type == "cpu",
         remove_unused_columns=False,
         dataloader_num_workers=0,
