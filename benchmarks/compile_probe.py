@@ -26,7 +26,7 @@ def side(result: dict) -> dict:
     later = steps[1:] or steps
     return {"seconds": result["seconds"], "steps": len(steps), "first_step_s": steps[0],
             "median_later_step_s": statistics.median(later), "slowest_later_step_s": max(later),
-            "final_loss": result["final_loss"], "peak_rss_bytes": result["peak_rss_bytes"]}
+            "final_loss": result["final_loss"], "peak_rss_bytes": result["peak_rss_bytes"], "step_seconds": steps}
 
 
 def break_even(eager: dict, compiled: dict) -> float | None:
