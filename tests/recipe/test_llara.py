@@ -41,9 +41,10 @@ def test_a_run_tunes_and_scores_llara(tmp_path, tiny_backbone, tune_calls, small
     assert results["llara"]["long_tail"]["ci95"]["overall"] is not None
 
     from behaviorlm.evaluation.report.artifacts import load_run
+    from behaviorlm.evaluation.report.artifacts import display
     from behaviorlm.evaluation.report.tables import training_table
 
-    row = next(r for r in training_table(load_run(root)).rows if r[0] == "llara")
+    row = next(r for r in training_table(load_run(root)).rows if r[0] == display("llara"))
     assert row[1:4] == ["packed", f"{len(ft_samples)}", f"{len(ft_samples)}"]
 
     calls = len(tune_calls)
