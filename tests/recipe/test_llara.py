@@ -40,8 +40,7 @@ def test_a_run_tunes_and_scores_llara(tmp_path, tiny_backbone, tune_calls, small
                       + data.evaluation_samples("balanced_test", per_behavior=config.eval.per_behavior)]
     assert results["llara"]["long_tail"]["ci95"]["overall"] is not None
 
-    from behaviorlm.evaluation.report.artifacts import load_run
-    from behaviorlm.evaluation.report.artifacts import display
+    from behaviorlm.evaluation.report.artifacts import display, load_run
     from behaviorlm.evaluation.report.tables import training_table
 
     row = next(r for r in training_table(load_run(root)).rows if r[0] == display("llara"))

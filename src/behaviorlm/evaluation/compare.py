@@ -54,7 +54,7 @@ def read_predictions(folder: Path) -> pd.DataFrame:
 def compare(frames: dict[str, pd.DataFrame], reference: str, groups: dict[str, str]) -> dict:
     """Per protocol: each model's metrics with ``ci95`` and, for the others, ``minus_reference`` on shared samples."""
     from behaviorlm.evaluation.metrics import compute_metrics
-    from behaviorlm.evaluation.uncertainty import paired_difference, scored
+    from behaviorlm.evaluation.uncertainty import paired_differences, scored
 
     out: dict = {}
     for protocol, split in PROTOCOL_SPLITS.items():
@@ -73,13 +73,11 @@ def compare(frames: dict[str, pd.DataFrame], reference: str, groups: dict[str, s
             if name != reference:
                 shared = row[row["sample_id"].isin(ref.index)]
                 theirs = ref.loc[shared["sample_id"], "pred"].to_numpy()
+                diffs = paired_differences(shared["label"], shared["pred"], theirs, shared["user_id"], groups,
+                                           SHOWN[protocol], by_behavior=by_behavior)
                 entry["shared_samples"] = len(shared)
-                entry["minus_reference"] = {}
-                for k in SHOWN[protocol]:
-                    diff = paired_difference(shared["label"], shared["pred"], theirs, shared["user_id"], groups, k,
-                                             by_behavior=by_behavior)
-                    entry["minus_reference"][k] = {"value": diff.value, "ci95": diff.ci95,
-                                                   "significant": diff.significant}
+                entry["minus_reference"] = {k: {"value": d.value, "ci95": d.ci95, "significant": d.significant}
+                                            for k, d in diffs.items()}
             section[name] = entry
         out[protocol] = section
     return out

@@ -166,11 +166,24 @@ def paired_difference(labels: Sequence[str], predicted_a: Sequence[str], predict
                       users: Sequence[str], groups: dict[str, str], metric: str, *, by_behavior: bool = False,
                       resamples: int = RESAMPLES, seed: int = SEED) -> Difference:
     """A's ``metric`` minus B's on the same samples, the same users drawn for both in every resample."""
+    return paired_differences(labels, predicted_a, predicted_b, users, groups, [metric], by_behavior=by_behavior,
+                              resamples=resamples, seed=seed)[metric]
+
+
+def paired_differences(labels: Sequence[str], predicted_a: Sequence[str], predicted_b: Sequence[str],
+                       users: Sequence[str], groups: dict[str, str], metrics: Sequence[str], *,
+                       by_behavior: bool = False, resamples: int = RESAMPLES, seed: int = SEED
+                       ) -> dict[str, Difference]:
+    """``paired_difference`` of several metrics from one bootstrap (each model's resamples computed once)."""
     boot = Bootstrap(labels, users, groups, by_behavior=by_behavior, resamples=resamples, seed=seed)
-    a, b = boot.point(predicted_a)[metric], boot.point(predicted_b)[metric]
-    if a is None or b is None:
-        return Difference(None, None)
-    return Difference(a - b, interval(boot.values(predicted_a)[metric] - boot.values(predicted_b)[metric]))
+    point_a, point_b = boot.point(predicted_a), boot.point(predicted_b)
+    values_a, values_b = boot.values(predicted_a), boot.values(predicted_b)
+    out = {}
+    for metric in metrics:
+        a, b = point_a[metric], point_b[metric]
+        out[metric] = (Difference(None, None) if a is None or b is None
+                       else Difference(a - b, interval(values_a[metric] - values_b[metric])))
+    return out
 
 
 def scored(frame: pd.DataFrame, split: str) -> pd.DataFrame:
