@@ -287,7 +287,7 @@ def _formats(report: dict, options: Options, sizes: Sizes, folders, workdir: Pat
     report["formats"] = result
     command = options.command("formats")
     for name in ("packed_train_targets_per_s_ratio", "packed_train_steady_targets_per_s_ratio",
-                 "packed_eval_predictions_per_s_ratio"):
+                 "packed_eval_predictions_per_s_ratio", "packed_eval_ratio_if_sequences_free"):
         if result[name] is not None:
             report[name] = result[name]
             _figure(report, name, result[name], "x", command)
@@ -300,6 +300,7 @@ def _formats(report: dict, options: Options, sizes: Sizes, folders, workdir: Pat
             (f"train_peak_rss_gb[{name}]", train["peak_rss_bytes"] / 1e9, "GB"),
             (f"eval_predictions_per_s[{name}]", evaluation["predictions_per_s"], "predictions/s"),
             (f"eval_tokens_per_prediction[{name}]", evaluation["tokens"] / evaluation["predictions"], "tokens"),
+            (f"eval_tree_share[{name}]", evaluation["tree_seconds"] / evaluation["seconds"], "of the seconds"),
             (f"eval_peak_rss_gb[{name}]", evaluation["peak_rss_bytes"] / 1e9, "GB"),
         ]:
             _figure(report, figure, value, unit, command)

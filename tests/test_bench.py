@@ -63,6 +63,10 @@ def test_formats_are_compared_on_the_same_targets(report):
         assert formats["eval"]["packed"]["tokens"] < formats["eval"]["paper"]["tokens"]
     assert positive(report["packed_train_targets_per_s_ratio"])
     assert positive(report["packed_eval_predictions_per_s_ratio"])
+    # The trees are part of the scoring time, so removing the rest can only raise the ratio.
+    for name in ("paper", "packed"):
+        assert 0 < formats["eval"][name]["tree_seconds"] < formats["eval"][name]["seconds"]
+    assert report["packed_eval_ratio_if_sequences_free"] > report["packed_eval_predictions_per_s_ratio"]
 
 
 def test_training_compares_both_trainers_on_the_same_work(report):

@@ -23,6 +23,7 @@ tokens before its own answer only. A target's scores are exactly those of the co
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -148,7 +149,8 @@ class CandidateRanker:
 
     ``batch_size`` sequences (prompts or packed conversations) are encoded together, at most ``max_batch_tokens``
     padded tokens unless one sequence is longer; ``max_block`` bounds the candidate-tree tokens run in one pass over
-    the cached sequences (all targets together), which bounds the logits held at once.
+    the cached sequences (all targets together), which bounds the logits held at once. ``tree_seconds`` adds up the
+    wall time of the candidate-tree passes, the part of scoring the prompt format cannot shorten.
     """
 
     def __init__(self, model, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8, max_block: int = 2048,
@@ -160,6 +162,7 @@ class CandidateRanker:
         self.max_block = max(1, max_block)
         self.max_batch_tokens = max(1, max_batch_tokens)
         self.progress = progress
+        self.tree_seconds = 0.0
         self._blocks: dict[tuple, list[TrieBlock]] = {}
         implementation = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         if "flash" in implementation:
@@ -271,6 +274,7 @@ class CandidateRanker:
         if key not in self._blocks:
             self._blocks = {key: candidate_blocks(cand, budget)}  # one candidate set at a time, as a rule
         rows_cache = [(layer.keys, layer.values) for layer in prefix.cache.layers]
+        started = time.perf_counter()
         for block in self._blocks[key]:
             size = block.ids.numel()
             # Every query of a pass attends to all keys of the pass, masked or not: few targets a pass keep the
@@ -285,6 +289,7 @@ class CandidateRanker:
                 by_candidate = torch.zeros((int(valid.sum()), len(cand)), dtype=scores.dtype, device=device)
                 by_candidate.index_add_(1, block.edge_cand.to(device), edges[valid])
                 scores.index_add_(0, index[:, part][valid], by_candidate)
+        self.tree_seconds += time.perf_counter() - started
         return [t.numpy() for t in torch.split(scores.cpu(), counts)]
 
     def _block(self, cache, at: torch.Tensor, width: int, block: TrieBlock) -> torch.Tensor:
