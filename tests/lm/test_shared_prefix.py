@@ -74,3 +74,30 @@ def test_a_batch_without_a_common_opening_is_padded_as_before(tiny):
     out = SharedPrefixCollator(0)(features)
     assert out["attention_mask"].shape == (2, 3)
     assert "position_ids" not in out
+
+
+def test_a_batch_is_shared_only_where_one_long_row_costs_less_than_the_padded_batch():
+    def batch(opening: int) -> list[dict]:  # four chats of 100 tokens, the first `opening` common to all
+        return [{"input_ids": list(range(opening)) + [1000 + 100 * i + t for t in range(100 - opening)],
+                 "labels": [-100] * 99 + [7]} for i in range(4)]
+
+    collator = SharedPrefixCollator(0, pair_cost=0.01)
+    # 90 shared: a 130-token row (130 + 169) against 4 x 100 padded (400 + 400): one row.
+    assert collator(batch(90))["input_ids"].shape == (1, 130)
+    # 5 shared: a 385-token row (385 + 1482) costs more than the padded batch (800): padded, as without an opening.
+    short = collator(batch(5))
+    assert short["input_ids"].shape == (4, 100) and "position_ids" not in short
+    # Without an attention cost every common opening is shared, as before.
+    assert SharedPrefixCollator(0)(batch(5))["input_ids"].shape == (1, 385)
+
+
+def test_attention_pair_cost_follows_the_model_shapes():
+    from transformers import LlamaConfig
+
+    from behaviorlm.lm.tuning import attention_pair_cost
+
+    smollm2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+                          head_dim=64)
+    # q, o: 576 x 576; k, v: 576 x 192; gated MLP: 3 x 576 x 1536; a pair: 576 for q.k, 576 for the values.
+    assert attention_pair_cost(smollm2) == pytest.approx(1152 / 3_538_944)
+    assert attention_pair_cost(object()) == 0.0
