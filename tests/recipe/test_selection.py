@@ -48,6 +48,8 @@ def test_keeps_only_same_category_mistakes_and_stops_early():
     assert result.scanned["T1"] == 40
     assert result.kinds["T1"] == {"dds_cds": 0, "dds_only": 5, "random": 0}
     assert result.scored == 48 == len(scorer.seen)
+    # the model never answered a tail behavior: what makes CDS pick nothing of T1
+    assert result.answered == {"anchor": 48, "tail": 0} == result.summary()["answered"]
 
 
 def test_fills_with_random_samples_when_mistakes_run_out():

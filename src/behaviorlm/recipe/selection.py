@@ -39,6 +39,9 @@ class SelectionResult:
     scored: int = 0
     seconds: float = 0.0
     scanned: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=lambda: {"anchor": 0, "tail": 0})
+    """The scored samples' predictions by category: CDS can pick a tail sample only where the model answers some
+    tail behavior, which a model tuned on anchors alone may never do."""
 
     def summary(self) -> dict:
         return {
@@ -48,6 +51,7 @@ class SelectionResult:
             "seconds_per_scored_sample": round(self.seconds / self.scored, 3) if self.scored else None,
             "kinds": self.kinds,
             "scanned": self.scanned,
+            "answered": self.answered,
             "totals": {k: sum(v[k] for v in self.kinds.values()) for k in KINDS},
         }
 
@@ -74,6 +78,7 @@ def select_balanced(
     kinds: dict[str, dict[str, int]] = {}
     scanned: dict[str, int] = {}
     scored = 0
+    answered = {"anchor": 0, "tail": 0}
     want = config.per_behavior
     progress = tqdm(sorted(by_behavior), desc="selecting", unit="behavior", disable=not config.difficulty)
     for behavior in progress:
@@ -88,6 +93,7 @@ def select_balanced(
                 chunk = pool[position:min(position + chunk_size, limit)]
                 position += len(chunk)
                 for sample, predicted in zip(chunk, predict_top1(chunk)):
+                    answered["anchor" if predicted in anchors else "tail"] += 1
                     if predicted != sample.label:
                         same = (predicted in anchors) == (sample.label in anchors)
                         (same_category if same else other_category).append(sample)
@@ -107,7 +113,7 @@ def select_balanced(
         scanned[behavior] = position
         progress.set_postfix(scored=scored)
     rng.shuffle(chosen)
-    return SelectionResult(chosen, kinds, scored, time.perf_counter() - started, scanned)
+    return SelectionResult(chosen, kinds, scored, time.perf_counter() - started, scanned, answered)
 
 
 def _qualifying(same_category: list, other_category: list, config: SelectionConfig) -> int:
