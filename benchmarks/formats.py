@@ -73,7 +73,8 @@ def evaluate_format(model_name: str, data_dir: Path, prompt: PromptConfig, n: in
     seconds = time.perf_counter() - started
     tokens, positions = scoring_work(tokenizer, samples, candidates, prompt, context=test)
     return {"format": prompt.format, "predictions": len(samples), "seconds": seconds,
-            "predictions_per_s": len(samples) / seconds, "tree_seconds": ranker.tree_seconds, "tokens": tokens, "logit_positions": positions,
+            "predictions_per_s": len(samples) / seconds, "tree_seconds": ranker.tree_seconds, "tokens": tokens,
+            "logit_positions": positions,
             "flops": model_size(model).forward_flops(tokens, positions), "peak_rss_bytes": peak_rss_bytes(),
             "top1_accuracy": sum(r[0][0] == s.label for r, s in zip(ranked, samples)) / len(samples),
             "threads": torch.get_num_threads()}

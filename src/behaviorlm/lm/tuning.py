@@ -161,11 +161,12 @@ class SharedPrefixCollator(AnswerCollator):
         self.pair_cost = pair_cost
 
     def worth_sharing(self, features: list[dict], shared: int) -> bool:
+        """One row of W tokens (W + cost x W² pairs) against n padded rows of the longest (n x width x (1 + cost x
+        width)), both in units of a token's pass through the weights."""
         lengths = [len(f["input_ids"]) for f in features]
-        row = shared + sum(n - shared for n in lengths)
-        padded = len(lengths) * max(lengths)
-        cost = self.pair_cost
-        return row + cost * row * row < padded + cost * padded * max(lengths)
+        row = sum(lengths) - (len(lengths) - 1) * shared
+        width = max(lengths)
+        return row * (1 + self.pair_cost * row) < len(lengths) * width * (1 + self.pair_cost * width)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         shared = shared_opening(features)
