@@ -146,3 +146,40 @@ def test_the_closing_table_prints_intervals_and_paired_differences(tmp_path, tin
     ft_line = next(line for line in out.splitlines() if line.startswith("ft "))
     assert ft_line.count("[") == 6  # every metric with its interval
     assert "behaviorlm - ft: LT overall" in out and "NB rec_w" in out
+
+
+def test_a_b_tuning_on_the_same_samples_as_another_is_not_trained_twice(tmp_path, tiny_backbone, tune_calls,
+                                                                       small_config, monkeypatch):
+    """When two selection rules pick the same samples (here CDS forced on for both), the second B-Tuning reuses the
+    first's adapter; once that adapter is gone, it trains its own."""
+    import shutil
+
+    from behaviorlm.recipe import pipeline, selection
+
+    def always_contrastive(samples, anchors, predict_top1, config, **kwargs):
+        return selection.select_balanced(samples, anchors, predict_top1,
+                                         config.model_copy(update={"contrastive": True}), **kwargs)
+
+    monkeypatch.setattr(pipeline, "select_balanced", always_contrastive)
+    root = tmp_path / "run"
+    config = small_config().model_copy(update={"variants": ["behaviorlm", "no-cds"]})
+    Pipeline(config, root).execute()
+    assert len(tune_calls) == 2, "A-Tuning and one B-Tuning"
+    stages = done_stages(root)
+    ours = next(n for n in stages if n.startswith("tune-anchor+b-dds_cds-"))
+    reuse = next(s for n, s in stages.items() if n.startswith("tune-anchor+b-dds-"))["result"]
+    assert reuse["same_training_as"] == ours and reuse["selection"].startswith("select-anchor-dds-")
+    adapters = {json.loads((root / v / "model.json").read_text())["adapter"] for v in ("behaviorlm", "no-cds")}
+    assert adapters == {stages[ours]["result"]["adapter"]}
+    ours_metrics, reuse_metrics = (json.loads((root / v / "metrics.json").read_text()) for v in ("behaviorlm", "no-cds"))
+    for protocol, metric in (("long_tail", "overall"), ("next_behavior", "rec_w")):
+        assert ours_metrics[protocol][metric] == reuse_metrics[protocol][metric]
+
+    Pipeline(config, root).execute()
+    assert len(tune_calls) == 2, "an unchanged rerun trains nothing"
+
+    shutil.rmtree(root / "stages" / ours)
+    Pipeline(config.model_copy(update={"variants": ["no-cds"]}), root).execute()
+    assert len(tune_calls) == 3 and "tune-anchor+b-dds-" in tune_calls[-1].name
+    retrained = next(s for n, s in done_stages(root).items() if n.startswith("tune-anchor+b-dds-"))["result"]
+    assert "same_training_as" not in retrained and (root / retrained["adapter"]).is_dir()

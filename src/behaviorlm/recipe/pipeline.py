@@ -15,7 +15,8 @@ fingerprints. Rerunning skips stages whose fingerprint is unchanged and done, re
 interrupted (tuning continues from its last checkpoint), and reruns a stage whose configuration changed
 together with everything downstream of it. Tuning and selection folders carry their fingerprint in
 their name, so the experiments (seeds, ablations, few-shot curve) share one run folder and reuse every
-stage they have in common, e.g. one A-Tuning for BehaviorLM and its B-Tuning ablations.
+stage they have in common, e.g. one A-Tuning for BehaviorLM and its B-Tuning ablations; a B-Tuning whose selection
+picked exactly another's samples reuses that one's adapter instead of training the same thing again.
 
 Launch on several GPUs with ``accelerate launch -m behaviorlm.cli run --config configs/llama-8b-gpu.yaml``:
 tuning runs under Hugging Face Trainer, which shards the batches across processes.
@@ -213,9 +214,19 @@ class Pipeline:
             fp = fingerprint(self.fp[model_stage.select_key], cfg.b_tuning.model_dump())
             train_cfg = cfg.b_tuning
             upstream = {"stage_one": self.stage_name(stage_one.tune_key),
-                        "selection": self.stage_name(model_stage.select_key)}
+                        "selection": self.stage_name(model_stage.select_key),
+                        # Two selection rules can pick the same samples (CDS adds nothing when the stage-one model
+                        # never answers a tail behavior): then the B-Tuning is the same training, done once.
+                        "training_key": fingerprint(self.fp[stage_one.tune_key], [s.sample_id for s in samples],
+                                                    cfg.b_tuning.model_dump())}
 
         def step(out: Path) -> dict:
+            twin = self._same_training(upstream.get("training_key"), name)
+            if twin is not None:
+                twin_name, twin_result = twin
+                write_json_atomic({"same_training_as": twin_name}, out / "same_training.json")
+                self.run.log(f"{name}: the same samples, order and settings as {twin_name}; its adapter is reused")
+                return {**twin_result, **upstream, "same_training_as": twin_name}
             tune = llara.tune if model_stage.stage_one == "llara" else launch.tune
             result = tune(cfg, data, out, samples, aux=n_aux, train=train_cfg, init_adapter=init_adapter)
             self.run.log(f"trained on {result['targets']} targets in {result['chats']} {result['prompt_format']} "
@@ -224,7 +235,28 @@ class Pipeline:
 
         self.fp[key] = fp
         name = self.stage_name(key)
+        self._forget_if_twin_gone(name)
         return self.run.stage(name, self.root / "stages" / name, fp, step)["adapter"]
+
+    def _same_training(self, training_key: str | None, name: str) -> tuple[str, dict] | None:
+        """A finished B-Tuning stage (not a reuse itself) that trained on exactly these samples, in this order, from the
+        same stage-one adapter with the same settings."""
+        if training_key is None:
+            return None
+        for other, record in self.run.manifest["stages"].items():
+            result = record.get("result") or {}
+            if (other != name and record.get("status") == "done" and result.get("training_key") == training_key
+                    and "same_training_as" not in result and (self.root / result["adapter"]).is_dir()):
+                return other, result
+        return None
+
+    def _forget_if_twin_gone(self, name: str) -> None:
+        """A stage that reused another's adapter runs again when that adapter is gone."""
+        record = self.run.manifest["stages"].get(name)
+        result = (record or {}).get("result") or {}
+        if "same_training_as" in result and not (self.root / result["adapter"]).is_dir():
+            logger.warning("%s: the adapter it reused (%s) is gone; training it", name, result["same_training_as"])
+            del self.run.manifest["stages"][name]
 
     def stage_name(self, key: str) -> str:
         return f"{key}-{self.fp[key][:8]}"
