@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from behaviorlm.evaluation.experiments import run_experiment
 
 
@@ -15,17 +17,27 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
     ablations = run_experiment("ablations", config, root, seeds=[0], shots=[], fractions=[])
     assert [r["variant"] for r in ablations["rows"]] == ["no-aux", "no-dds", "no-cds", "no-a-tuning"]
     assert set(ablations["reference_absolute"]) == {"overall", "head", "medium", "tail"}
-    # stage one: anchor, anchor-noaux, ft; B-Tuning: behaviorlm, no-aux, no-dds, no-cds, no-a-tuning
-    assert len(tune_calls) == 8
+    for row in ablations["rows"]:  # the paired difference is the two models' accuracies apart, inside its interval
+        for group, paired in row["difference"].items():
+            if paired["value"] is None:
+                continue
+            assert paired["value"] == pytest.approx(row["absolute"][group] - ablations["reference_absolute"][group])
+            low, high = paired["ci95"]
+            assert low <= paired["value"] <= high and paired["significant"] == (low > 0 or high < 0)
+    # stage one: anchor, anchor-noaux, ft; B-Tuning: behaviorlm, no-aux, no-dds, no-cds, no-a-tuning, less any
+    # B-Tuning whose selection equals one already trained (no-cds, when CDS rejects nothing)
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    reused = sum("same_training_as" in (record.get("result") or {}) for record in stages.values())
+    assert len(tune_calls) == 8 - reused
 
     few_shot = run_experiment("few-shot", config, root, seeds=[0], shots=[1, 2], fractions=[])
     assert [p["F"] for p in few_shot["points"]] == [1, 2]
     assert all(set(p["ci95"]) == {"overall", "head", "medium", "tail"} for p in few_shot["points"])
-    assert len(tune_calls) == 9, "F=1 is the B-Tuning the ablations already ran; only F=2 is new"
+    assert len(tune_calls) == 9 - reused, "F=1 is the B-Tuning the ablations already ran; only F=2 is new"
 
     anchor_tail = run_experiment("anchor-tail", config, root, seeds=[0], shots=[], fractions=[])
     assert [r["model"] for r in anchor_tail["rows"]] == ["ft", "anchor-only", "tail-first", "behaviorlm"]
-    assert len(tune_calls) == 11, "only tail-first and its B-Tuning are new"
+    assert len(tune_calls) == 11 - reused, "only tail-first and its B-Tuning are new"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
     copied = {name: record.get("copied_from") for name, record in stages.items()
               if name.startswith("evaluate-experiments/anchor_tail/")}

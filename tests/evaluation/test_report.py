@@ -325,3 +325,25 @@ def test_bars_carry_their_intervals_as_error_bars():
     ends = [sorted({round(float(y), 6) for seg in c.lines[2][0].get_segments() for _, y in seg}) for c in bars]
     assert ends == [[0.1, 0.3, 0.35, 0.5], [0.45, 0.6]]
     assert ax.get_ylim()[1] >= 0.6
+
+
+def test_ablation_table_shows_paired_intervals_and_bolds_only_significant_drops():
+    from behaviorlm.evaluation.report.tables import ablation_table
+
+    def paired(value, low, high):
+        return {"value": value, "ci95": [low, high], "significant": low > 0 or high < 0}
+
+    ablations = {"reference": "behaviorlm", "reference_absolute": {"overall": 0.2, "head": 0.4, "medium": 0.2,
+                                                                     "tail": 0.1}, "rows": [
+        {"variant": "no-aux", "overall": -20.0, "head": 0.0, "medium": -5.0, "tail": -10.0,
+         "difference": {"overall": paired(-0.04, -0.09, 0.01), "head": paired(0.0, -0.1, 0.1),
+                        "medium": paired(-0.01, -0.05, 0.03), "tail": paired(-0.01, -0.02, -0.005)}},
+        {"variant": "no-dds", "overall": -5.0, "head": -2.5, "medium": 0.0, "tail": -30.0,
+         "difference": {"overall": paired(-0.01, -0.02, -0.001), "head": paired(-0.01, -0.1, 0.08),
+                        "medium": paired(0.0, -0.02, 0.02), "tail": paired(-0.03, -0.08, 0.02)}}]}
+    table = ablation_table(ablations)
+    assert table.rows[0][1] == "-20.00% (-0.040 [-0.090, +0.010] n.s.)"
+    assert table.rows[1][1] == "-5.00% (-0.010 [-0.020, -0.001])"
+    # Overall: no-dds's smaller but significant drop is the bold one; tail: only no-aux's drop excludes 0.
+    assert table.bold == {(1, 1), (0, 4)}
+    assert "paired 95 % interval" in table.caption

@@ -7,7 +7,8 @@ figures:
 
 - ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec, LLM-ESR, AlphaFuse and the floors, mean +- std over
                    seeds and the 95 % bootstrap interval of the mean (same users drawn for every seed's model)
-- ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol)
+- ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol), with
+                   the paired difference's 95 % interval
 - ``few-shot``     Figure 3b: B-Tuning with F samples per behavior
 - ``anchor-tail``  Figures 1c and 4: anchor vs tail accuracy of ft, anchor-only, tail-first, BehaviorLM
 - ``sample-efficiency``  Figure 5: SASRec on growing fractions of the training data vs BehaviorLM
@@ -28,7 +29,7 @@ import pandas as pd
 from behaviorlm.config import RunConfig, load_config
 from behaviorlm.data.types import write_json_atomic
 from behaviorlm.evaluation.evaluate import PROTOCOLS
-from behaviorlm.evaluation.uncertainty import mean_intervals, scored
+from behaviorlm.evaluation.uncertainty import mean_intervals, paired_differences, scored
 from behaviorlm.recipe import launch
 from behaviorlm.recipe.pipeline import Pipeline
 from behaviorlm.recipe.stages import ModelStage, model_stage
@@ -108,15 +109,33 @@ def relative_change(value: float | None, reference: float | None) -> float | Non
 
 
 def ablations(config: RunConfig, root: Path) -> dict:
+    """Each ablation's long-tail accuracies relative to BehaviorLM (Table 5), and its difference to BehaviorLM on the
+    same samples with the paired bootstrap's 95 % interval over test users (``difference``). The interval does not
+    cover training noise: retrain with other ``b_train.seed`` values to see that."""
     cfg = with_updates(config, variants=["behaviorlm", *ABLATIONS], baselines=[])
-    results = Pipeline(cfg, root, root / "experiments" / "ablations").execute()
+    eval_root = root / "experiments" / "ablations"
+    pipeline = Pipeline(cfg, root, eval_root)
+    results = pipeline.execute()
     reference = results["behaviorlm"]["long_tail"]
     rows = [
         {"variant": v, **{g: relative_change(results[v]["long_tail"][g], reference[g]) for g in GROUPS},
-         "absolute": {g: results[v]["long_tail"][g] for g in GROUPS}}
+         "absolute": {g: results[v]["long_tail"][g] for g in GROUPS},
+         "difference": long_tail_difference(eval_root / v, eval_root / "behaviorlm", pipeline.data.stats.groups)}
         for v in ABLATIONS
     ]
     return {"reference": "behaviorlm", "reference_absolute": {g: reference[g] for g in GROUPS}, "rows": rows}
+
+
+def long_tail_difference(model: Path, reference: Path, groups: dict[str, str]) -> dict | None:
+    """``model`` minus ``reference`` on the long-tail protocol, per group: value, ci95 and significant; None unless
+    both scored the same samples."""
+    ours, theirs = (scored(pd.read_parquet(f / "predictions.parquet"), PROTOCOLS["long_tail"])
+                    for f in (model, reference))
+    if ours.empty or not ours["sample_id"].equals(theirs["sample_id"]):
+        return None
+    differences = paired_differences(ours["label"], ours["pred"], theirs["pred"], ours["user_id"], groups,
+                                     GROUPS, by_behavior=True)
+    return {g: {"value": d.value, "ci95": d.ci95, "significant": d.significant} for g, d in differences.items()}
 
 
 def few_shot(config: RunConfig, root: Path, shots: list[int]) -> dict:

@@ -285,23 +285,41 @@ def anchor_tail_intervals(run: RunArtifacts) -> dict[str, tuple[list | None, lis
 
 
 def ablation_table(ablations: dict) -> Table:
+    """Table 5 analog: each ablation's change relative to BehaviorLM, with the paired difference and its interval
+    where the experiment recorded them; only a drop whose interval excludes 0 can be the column's bold one."""
     keys = ("overall", "head", "medium", "tail")
-    rows, values = [], []
+    rows, drops = [], []
     for row in ablations.get("rows", []):
-        vals = [row.get(k) for k in keys]
-        values.append(vals)
-        rows.append([display(str(row.get("variant")))] + ["–" if v is None else f"{v:+.2f}%" for v in vals])
-    # The largest drop per column is the component that matters most there.
+        difference = row.get("difference") or {}
+        cells, row_drops = [], []
+        for k in keys:
+            value, paired = row.get(k), difference.get(k)
+            cell = "–" if value is None else f"{value:+.2f}%"
+            if paired and paired.get("ci95"):
+                low, high = paired["ci95"]
+                cell += f" ({paired['value']:+.3f} [{low:+.3f}, {high:+.3f}]{'' if paired['significant'] else ' n.s.'})"
+            cells.append(cell)
+            # A file written before differences were recorded: every drop counts, as it did then.
+            counts = paired.get("significant") if paired else not difference
+            row_drops.append(value if value is not None and value < 0 and counts else None)
+        rows.append([display(str(row.get("variant")))] + cells)
+        drops.append(row_drops)
+    # The largest (significant) drop per column is the component that matters most there.
     worst = set()
-    for c, column in enumerate(zip(*values)):
+    for c, column in enumerate(zip(*drops)):
         present = [v for v in column if v is not None]
-        if present and min(present) < 0:
+        if present:
             worst |= {(r, c + 1) for r, v in enumerate(column) if v == min(present)}
     reference = display(str(ablations.get("reference", "behaviorlm")))
     absolute = ablations.get("reference_absolute") or {}
     levels = ", ".join(f"{k} {fmt(absolute.get(k))}" for k in keys if k in absolute)
+    has_intervals = any(row.get("difference") for row in ablations.get("rows", []))
     return Table("table-ablations", f"Change of each ablation relative to full {reference}, in % "
-                 "(Table 5 analog; negative = worse). Largest drop per column in bold."
+                 "(Table 5 analog; negative = worse)"
+                 + (", with the difference in accuracy on the same samples and its paired 95 % interval over test "
+                    "users (n.s.: it includes 0; training noise is not in it). Largest significant drop per column "
+                    "in bold." if has_intervals else ". Largest drop per column in bold; no intervals recorded (rerun "
+                    "the experiment).")
                  + (f" {reference} itself, long-tail protocol: {levels}." if levels else ""),
                  ["Variant", "Overall", "Head", "Medium", "Tail"], rows, worst)
 
