@@ -117,20 +117,24 @@ def ablations(config: RunConfig, root: Path) -> dict:
     pipeline = Pipeline(cfg, root, eval_root)
     results = pipeline.execute()
     reference = results["behaviorlm"]["long_tail"]
+    reference_scored = long_tail_scored(eval_root / "behaviorlm")
     rows = [
         {"variant": v, **{g: relative_change(results[v]["long_tail"][g], reference[g]) for g in GROUPS},
          "absolute": {g: results[v]["long_tail"][g] for g in GROUPS},
-         "difference": long_tail_difference(eval_root / v, eval_root / "behaviorlm", pipeline.data.stats.groups)}
+         "difference": long_tail_difference(long_tail_scored(eval_root / v), reference_scored,
+                                            pipeline.data.stats.groups)}
         for v in ABLATIONS
     ]
     return {"reference": "behaviorlm", "reference_absolute": {g: reference[g] for g in GROUPS}, "rows": rows}
 
 
-def long_tail_difference(model: Path, reference: Path, groups: dict[str, str]) -> dict | None:
-    """``model`` minus ``reference`` on the long-tail protocol, per group: value, ci95 and significant; None unless
-    both scored the same samples."""
-    ours, theirs = (scored(pd.read_parquet(f / "predictions.parquet"), PROTOCOLS["long_tail"])
-                    for f in (model, reference))
+def long_tail_scored(folder: Path) -> pd.DataFrame:
+    return scored(pd.read_parquet(folder / "predictions.parquet"), PROTOCOLS["long_tail"])
+
+
+def long_tail_difference(ours: pd.DataFrame, theirs: pd.DataFrame, groups: dict[str, str]) -> dict | None:
+    """One model's long-tail predictions (``long_tail_scored``) minus another's, per group: value, ci95 and
+    significant; None unless both scored the same samples."""
     if ours.empty or not ours["sample_id"].equals(theirs["sample_id"]):
         return None
     differences = paired_differences(ours["label"], ours["pred"], theirs["pred"], ours["user_id"], groups,
