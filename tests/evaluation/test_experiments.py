@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
+from behaviorlm.evaluation.evaluate import PROTOCOLS
 from behaviorlm.evaluation.experiments import run_experiment
+from behaviorlm.evaluation.uncertainty import scored
 
 
 def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_backbone, tune_calls, small_config):
@@ -59,6 +62,19 @@ def test_experiment_suite_writes_every_table_and_reuses_stages(tmp_path, tiny_ba
     for model in ("behaviorlm", "sasrec"):  # the seeds' mean lies in the interval of the mean
         stat = next(r for r in comparison["rows"] if r["model"] == model)["next_behavior"]["rec_w"]
         assert stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1], model
+    # Each model minus ft, seed by seed, from the predictions themselves (Rec_w is plain accuracy).
+    def accuracy(model: str, seed: int) -> float:
+        folder = root / "experiments" / "comparison" / f"seed-{seed}" / model
+        frame = scored(pd.read_parquet(folder / "predictions.parquet"), PROTOCOLS["next_behavior"])
+        return float((frame["label"] == frame["pred"]).mean())
+
+    expected = [accuracy("behaviorlm", s) - accuracy("ft", s) for s in (0, 1)]
+    versus = row["versus_ft"]["next_behavior"]["rec_w"]
+    assert versus["per_seed"] == pytest.approx(expected) and versus["value"] == pytest.approx(sum(expected) / 2)
+    assert versus["std"] == pytest.approx(abs(expected[0] - expected[1]) / 2)
+    assert versus["ci95"][0] <= versus["value"] <= versus["ci95"][1]
+    assert set(row["versus_ft"]) == {"next_behavior", "long_tail"}
+    assert "versus_ft" not in next(r for r in comparison["rows"] if r["model"] == "ft")
 
     calls_before = len(tune_calls)
     sizes = run_experiment("model-size", config, root, seeds=[0], shots=[], fractions=[], models=["tiny", "tiny-2"])

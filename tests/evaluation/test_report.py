@@ -28,7 +28,8 @@ MODELS = ["zero-shot", "ft", "behaviorlm"]
 BASELINES = ["sasrec", "markov"]
 FIGURE_IDS = ["fig-long-tail", "fig-group-accuracy", "fig-anchor-tail", "fig-few-shot", "fig-sample-efficiency",
               "fig-embedding-map", "fig-confusion"]
-TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-sizes", "table-comparison", "table-hits",
+TABLE_IDS = ["table-summary", "table-stages", "table-overall", "table-sizes", "table-comparison",
+             "table-comparison-vs-ft", "table-hits",
              "table-ablations", "table-model-size", "table-per-behavior", "table-confusion"]
 SIX = ("prec_w", "rec_w", "overall", "head", "medium", "tail")
 
@@ -94,8 +95,16 @@ def make_full_run(run: Path) -> Path:
         return {k: {"mean": (mean := float(rng.uniform(0.2, 0.6))), "std": float(rng.uniform(0, 0.03)),
                     "ci95": [mean - 0.1, mean + 0.1]} for k in SIX}
 
+    def versus_ft(model: str) -> dict:  # behaviorlm's tail gain is significant, everything else is not
+        def one(significant: bool) -> dict:
+            return {"value": 0.06 if significant else 0.01, "std": 0.014, "per_seed": [0.05, 0.06, 0.07],
+                    "ci95": [0.04, 0.08] if significant else [-0.02, 0.03], "significant": significant}
+        return {p: {k: one(model == "behaviorlm" and p == "long_tail" and k == "tail") for k in SIX}
+                for p in ("next_behavior", "long_tail")}
+
     write_json(run / "experiments" / "comparison.json", {"rows": [
-        {"model": m, "seeds": [0, 1, 2], "next_behavior": stat(), "long_tail": stat()} for m in MODELS + BASELINES]})
+        {"model": m, "seeds": [0, 1, 2], "next_behavior": stat(), "long_tail": stat(),
+         **({} if m == "ft" else {"versus_ft": versus_ft(m)})} for m in MODELS + BASELINES]})
     write_json(run / "experiments" / "anchor_tail.json", {"rows": [
         {"model": "ft", "anchor": 0.99, "tail": 0.01}, {"model": "anchor-only", "anchor": 0.45, "tail": 0.3},
         {"model": "tail-first", "anchor": 0.35, "tail": 0.25}]})
@@ -153,6 +162,10 @@ def test_full_run_has_every_figure_and_table_and_is_offline(full_report):
     assert "| Model | Seeds | NB Prec_w" in md
     comparison = md[md.index("| Model | Seeds | NB Prec_w"):].split("\n\n")[0]
     assert re.search(r"\| \d\.\d{4} ± \d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\] \|", comparison)
+    versus = md[md.index("Difference to plain fine-tuning"):].split("\n\n")[1]
+    behaviorlm = next(line for line in versus.splitlines() if line.startswith("| BehaviorLM"))
+    assert "**+0.0600 ± 0.0140 [+0.040, +0.080]**" in behaviorlm  # the significant cell, bold, no "n.s."
+    assert behaviorlm.count("n.s.") == 11 and "| ft |" not in versus
 
 
 def test_table_contents(full_report):

@@ -15,6 +15,7 @@ from behaviorlm.evaluation.uncertainty import (
     intervals,
     mean_intervals,
     paired_difference,
+    paired_mean_differences,
     scored,
 )
 
@@ -160,6 +161,26 @@ def test_paired_difference_detects_a_consistent_improvement_and_not_an_identical
     same = paired_difference(labels, pred_a, list(pred_a), users, GROUPS, "overall", by_behavior=True)
     assert same.value == 0 and same.ci95 == [0.0, 0.0] and not same.significant
     assert paired_difference(labels, pred_a, pred_b, users, {}, "tail") == (None, None)
+
+
+@pytest.mark.parametrize("by_behavior", [False, True])
+def test_paired_mean_difference_over_seeds_matches_a_direct_paired_bootstrap(by_behavior):
+    labels, pred_a, pred_b, _, users = correlated_case(7)
+    # Two "seeds" of each variant: A's second model is B with a few answers changed, B's second is A's first.
+    rng = np.random.default_rng(7)
+    pred_c = [rng.choice(CLASSES) if rng.random() < 0.2 else p for p in pred_b]
+    ours, theirs = [pred_b, pred_c], [pred_a, pred_a]
+    slow = direct_bootstrap(labels, [*ours, *theirs], users, by_behavior, 300, seed=0)
+    diffs = paired_mean_differences(labels, ours, theirs, users, GROUPS, ["rec_w", "overall", "tail"],
+                                    by_behavior=by_behavior, resamples=300, seed=0)
+    for key, diff in diffs.items():
+        points = [compute_metrics(labels, p, GROUPS)[key] for p in (*ours, *theirs)]
+        assert diff.value == pytest.approx((points[0] + points[1]) / 2 - (points[2] + points[3]) / 2, abs=1e-12)
+        expected = percentile_interval([(r[0][key] + r[1][key]) / 2 - (r[2][key] + r[3][key]) / 2 for r in slow])
+        assert diff.ci95 == pytest.approx(expected, abs=1e-12), key
+    # One model a side is the plain paired difference.
+    single = paired_mean_differences(labels, [pred_b], [pred_a], users, GROUPS, ["rec_w"])["rec_w"]
+    assert single == paired_difference(labels, pred_b, pred_a, users, GROUPS, "rec_w")
 
 
 def test_mean_intervals_average_models_on_the_same_resamples():

@@ -6,7 +6,8 @@ once. Results go to ``RUN/experiments/<name>.json``, which ``behaviorlm report``
 figures:
 
 - ``comparison``   Table 1: LLM variants, SASRec, BERT4Rec, LLM-ESR, AlphaFuse and the floors, mean +- std over
-                   seeds and the 95 % bootstrap interval of the mean (same users drawn for every seed's model)
+                   seeds and the 95 % bootstrap interval of the mean (same users drawn for every seed's model),
+                   and each model's seed-averaged difference to ``ft`` with its paired interval
 - ``ablations``    Table 5: drops of each ablated variant relative to BehaviorLM (long-tail protocol), with
                    the paired difference's 95 % interval
 - ``few-shot``     Figure 3b: B-Tuning with F samples per behavior
@@ -29,7 +30,8 @@ import pandas as pd
 from behaviorlm.config import RunConfig, load_config
 from behaviorlm.data.types import write_json_atomic
 from behaviorlm.evaluation.evaluate import PROTOCOLS
-from behaviorlm.evaluation.uncertainty import mean_intervals, paired_differences, scored
+from behaviorlm.evaluation.metrics import compute_metrics
+from behaviorlm.evaluation.uncertainty import mean_intervals, paired_differences, paired_mean_differences, scored
 from behaviorlm.recipe import launch
 from behaviorlm.recipe.pipeline import Pipeline
 from behaviorlm.recipe.stages import ModelStage, model_stage
@@ -65,9 +67,9 @@ def mean_std(values: list[float | None]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
-def seed_mean_intervals(folders: list[Path], groups: dict[str, str]) -> dict[str, dict]:
-    """Per protocol, the 95 % interval of each metric's mean over the seeds' models (``mean_intervals``); a
-    protocol is left out when a folder has no predictions.parquet or the seeds scored different samples."""
+def seed_scored(folders: list[Path]) -> dict[str, list[pd.DataFrame]]:
+    """Per protocol, each seed's scored predictions (``scored``); a protocol is left out when a folder has no
+    predictions.parquet or the seeds scored different samples."""
     paths = [f / "predictions.parquet" for f in folders]
     if not all(p.is_file() for p in paths):
         return {}
@@ -75,14 +77,44 @@ def seed_mean_intervals(folders: list[Path], groups: dict[str, str]) -> dict[str
     out = {}
     for protocol, split in PROTOCOLS.items():
         runs = [scored(f, split) for f in frames]
-        if runs[0].empty or any(not r["sample_id"].equals(runs[0]["sample_id"]) for r in runs):
+        if not runs[0].empty and all(r["sample_id"].equals(runs[0]["sample_id"]) for r in runs):
+            out[protocol] = runs
+    return out
+
+
+def seed_mean_intervals(folders: list[Path], groups: dict[str, str]) -> dict[str, dict]:
+    """Per protocol, the 95 % interval of each metric's mean over the seeds' models (``mean_intervals``)."""
+    return {protocol: mean_intervals(runs[0]["label"], [r["pred"] for r in runs], runs[0]["user_id"], groups,
+                                     by_behavior=PROTOCOLS[protocol] == "balanced_test")
+            for protocol, runs in seed_scored(folders).items()}
+
+
+def seed_differences(ours: list[Path], theirs: list[Path], groups: dict[str, str]) -> dict[str, dict]:
+    """Per protocol and metric, one variant's models (one per seed) against another's on the same samples: the
+    difference of their means with the paired 95 % interval over test users, and each seed's own difference with
+    their std, the training noise the interval does not cover."""
+    a, b = seed_scored(ours), seed_scored(theirs)
+    out = {}
+    for protocol in a.keys() & b.keys():
+        labels, users = a[protocol][0]["label"], a[protocol][0]["user_id"]
+        if not b[protocol][0]["sample_id"].equals(a[protocol][0]["sample_id"]):
             continue
-        out[protocol] = mean_intervals(runs[0]["label"], [r["pred"] for r in runs], runs[0]["user_id"], groups,
-                                       by_behavior=split == "balanced_test")
+        ours_pred, theirs_pred = [r["pred"] for r in a[protocol]], [r["pred"] for r in b[protocol]]
+        differences = paired_mean_differences(labels, ours_pred, theirs_pred, users, groups, METRICS,
+                                              by_behavior=PROTOCOLS[protocol] == "balanced_test")
+        points = [(compute_metrics(list(labels), list(x), groups), compute_metrics(list(labels), list(y), groups))
+                  for x, y in zip(ours_pred, theirs_pred)]
+        out[protocol] = {}
+        for metric, d in differences.items():
+            per_seed = [None if x[metric] is None or y[metric] is None else x[metric] - y[metric] for x, y in points]
+            out[protocol][metric] = {"value": d.value, "ci95": d.ci95, "significant": d.significant,
+                                     "per_seed": per_seed, "std": mean_std(per_seed)["std"]}
     return out
 
 
 def comparison(config: RunConfig, root: Path, seeds: list[int]) -> dict:
+    """Table 1 over training seeds: each model's mean +- std and the interval of the mean, and (``versus_ft``) its
+    difference to plain fine-tuning averaged over the seeds, with the paired interval and the per-seed spread."""
     per_seed: dict[str, list[dict]] = {}
     folders: dict[str, list[Path]] = {}
     for seed in seeds:
@@ -96,9 +128,12 @@ def comparison(config: RunConfig, root: Path, seeds: list[int]) -> dict:
     rows = []
     for model, results in per_seed.items():
         ci = seed_mean_intervals(folders[model], groups)
-        rows.append({"model": model, "seeds": seeds, **{
+        row = {"model": model, "seeds": seeds, **{
             p: {m: {**mean_std([r[p][m] for r in results]), "ci95": (ci.get(p) or {}).get(m)} for m in METRICS}
-            for p in PROTOCOLS}})
+            for p in PROTOCOLS}}
+        if model != "ft" and "ft" in folders:
+            row["versus_ft"] = seed_differences(folders[model], folders["ft"], groups)
+        rows.append(row)
     return {"rows": rows}
 
 

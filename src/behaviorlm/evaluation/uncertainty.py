@@ -175,14 +175,28 @@ def paired_differences(labels: Sequence[str], predicted_a: Sequence[str], predic
                        by_behavior: bool = False, resamples: int = RESAMPLES, seed: int = SEED
                        ) -> dict[str, Difference]:
     """``paired_difference`` of several metrics from one bootstrap (each model's resamples computed once)."""
+    return paired_mean_differences(labels, [predicted_a], [predicted_b], users, groups, metrics,
+                                   by_behavior=by_behavior, resamples=resamples, seed=seed)
+
+
+def paired_mean_differences(labels: Sequence[str], predictions_a: Sequence[Sequence[str]],
+                            predictions_b: Sequence[Sequence[str]], users: Sequence[str], groups: dict[str, str],
+                            metrics: Sequence[str], *, by_behavior: bool = False, resamples: int = RESAMPLES,
+                            seed: int = SEED) -> dict[str, Difference]:
+    """The mean metric of A's models minus the mean of B's (e.g. two variants, each trained with several seeds),
+    all scored on the same samples; every resample draws the same users for every model. The interval covers the
+    evaluated sample's uncertainty of the seed-averaged difference, not the spread between seeds."""
     boot = Bootstrap(labels, users, groups, by_behavior=by_behavior, resamples=resamples, seed=seed)
-    point_a, point_b = boot.point(predicted_a), boot.point(predicted_b)
-    values_a, values_b = boot.values(predicted_a), boot.values(predicted_b)
+    points = [[boot.point(p) for p in side] for side in (predictions_a, predictions_b)]
+    values = [[boot.values(p) for p in side] for side in (predictions_a, predictions_b)]
     out = {}
     for metric in metrics:
-        a, b = point_a[metric], point_b[metric]
-        out[metric] = (Difference(None, None) if a is None or b is None
-                       else Difference(a - b, interval(values_a[metric] - values_b[metric])))
+        a, b = ([pt[metric] for pt in side] for side in points)
+        if None in a or None in b:
+            out[metric] = Difference(None, None)
+            continue
+        resampled_a, resampled_b = (np.mean([v[metric] for v in side], axis=0) for side in values)
+        out[metric] = Difference(float(np.mean(a) - np.mean(b)), interval(resampled_a - resampled_b))
     return out
 
 

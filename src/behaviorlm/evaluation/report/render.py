@@ -30,6 +30,7 @@ from behaviorlm.evaluation.report.tables import (
     ablation_table,
     anchor_tail_accuracy,
     anchor_tail_intervals,
+    comparison_difference_table,
     comparison_table,
     confusion_counts,
     confusion_table,
@@ -114,6 +115,7 @@ def sections(run: RunArtifacts) -> tuple[list[Section], list[str]]:
              ([overall_table(run), sample_size_table(run)] if run.models else [])
              + ([t] if (t := training_table(run)) else [])
              + ([comparison_table(exp["comparison"])] if "comparison" in exp else [])
+             + ([t] if "comparison" in exp and (t := comparison_difference_table(exp["comparison"])) else [])
              + ([t] if (t := hit_rate_table(run)) else [])))
     if run.models and "comparison" not in exp:
         missing.append("Mean ± std over seeds — needs experiments/comparison.json")

@@ -209,6 +209,35 @@ def comparison_table(comparison: dict) -> Table:
                  best_cells(list(zip(*means)), col_offset=2) if means else set(), header_groups=[("", 2)] + groups)
 
 
+def comparison_difference_table(comparison: dict) -> Table | None:
+    """Each model minus ``ft``, averaged over the seeds: the paired 95 % interval over test users and the per-seed
+    std (training noise); bold where the interval excludes 0. None for an experiment written without them."""
+    rows_raw = sorted((r for r in comparison.get("rows", []) if r.get("versus_ft")),
+                      key=lambda r: model_sort_key(str(r.get("model"))))
+    if not rows_raw:
+        return None
+    header, groups = metric_header(METRIC_KEYS)
+    rows, bold = [], set()
+    for r, row in enumerate(rows_raw):
+        cells = []
+        for c, (p, k) in enumerate((p, k) for p in PROTOCOLS for k in METRIC_KEYS):
+            d = ((row["versus_ft"].get(p) or {}).get(k)) or {}
+            if d.get("value") is None:
+                cells.append("–")
+                continue
+            cell = f"{d['value']:+.4f} ± {d.get('std') or 0:.4f}"
+            if d.get("ci95"):
+                cell += f" [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" + ("" if d.get("significant") else " n.s.")
+            if d.get("significant"):
+                bold.add((r, c + 2))
+            cells.append(cell)
+        rows.append([display(str(row.get("model"))), str(len(row.get("seeds", [])))] + cells)
+    return Table("table-comparison-vs-ft", "Difference to plain fine-tuning (ft) over seeds: the mean of the "
+                 "model's metric minus ft's, ± the std of the per-seed differences (training noise), and the paired "
+                 "95 % interval over test users of the mean difference (n.s.: it includes 0). Bold: the interval "
+                 "excludes 0.", ["Model", "Seeds"] + header, rows, bold, header_groups=[("", 2)] + groups)
+
+
 def hit_rate_table(run: RunArtifacts) -> Table | None:
     keys = ("hit@1", "hit@3", "hit@5")
     if not any(m.protocol(p).get("hit@1") is not None for m in run.models for p in PROTOCOLS):
